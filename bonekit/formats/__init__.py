@@ -1,0 +1,54 @@
+"""Readers and writers of the data formats bonekit accepts.
+
+:func:`discover` turns a path into records whatever the layout; :func:`load` reads one record's image and mask.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bonekit.errors import DataError
+from bonekit.formats import coco, competition, maskdir
+from bonekit.formats.competition import Record
+from bonekit.formats.images import find_xrays, read_raster_u8
+
+__all__ = ["Record", "discover", "load_image", "load_mask", "competition", "coco", "maskdir"]
+
+
+def discover(root: str | Path, labels: str = "required") -> list[Record]:
+    """Records under ``root``: a competition split (``DCM/``), a competition root (``train/DCM``), a COCO JSON,
+    a mask folder (``images/`` + ``masks/``) or, with ``labels="ignore"``, any folder of raw X-rays."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(root, "data path does not exist")
+    if root.is_file() and root.suffix == ".json":
+        return coco.scan(root)
+    if (root / "DCM").is_dir():
+        return competition.scan(root, labels)
+    if (root / "train" / "DCM").is_dir():
+        return competition.scan(root / "train", labels)
+    if (root / "images").is_dir() and (root / "masks").is_dir() and labels != "ignore":
+        return maskdir.scan(root)
+    if labels == "ignore":
+        return [Record(p, None, person=p.parent.name, kind="none") for p in find_xrays(root)]
+    raise DataError(root, "no labelled layout found (competition DCM/ + outputs_json/, COCO .json, images/ + masks/)")
+
+
+def load_image(rec: Record) -> np.ndarray:
+    """``uint8 [H, W]`` for a radiograph record."""
+    return read_raster_u8(rec.image)
+
+
+def load_mask(rec: Record, height: int, width: int, classes: list[str]) -> np.ndarray | None:
+    """``bool [K, H, W]`` or None for an unlabelled record."""
+    if rec.label is None:
+        return None
+    if rec.kind == "competition":
+        return competition.read_mask(rec.label, height, width, classes)
+    if rec.kind == "coco":
+        return coco.read_mask(rec.label, rec.extra["image_id"], height, width, classes)
+    if rec.kind == "maskdir":
+        return maskdir.read_mask(rec.label, height, width, classes)
+    raise DataError(rec.label, f"unknown label kind {rec.kind!r}")

@@ -1,0 +1,89 @@
+"""Dice per (image, class), exactly as the competition computes it (formats.md).
+
+Dice = (2|P∩G| + eps) / (|P| + |G| + eps), eps = 1e-4, on binary masks; mean over images per class, then mean
+over classes. Counts are computed on the device where the tensors live: only ``[N, K]`` integers ever move to the
+host, never a 2048² float map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-4
+
+
+@torch.no_grad()
+def counts(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``pred, target: bool [N, K, H, W]`` -> ``tp, fp, fn: int64 [N, K]`` (on pred's device)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    p = pred.flatten(2)
+    g = target.flatten(2)
+    tp = (p & g).sum(-1)
+    ps = p.sum(-1)
+    gs = g.sum(-1)
+    return tp, ps - tp, gs - tp
+
+
+@torch.no_grad()
+def counts_from_logits(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    threshold: float | torch.Tensor = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits ``[N, K, h, w]`` at any resolution vs ``target: bool [N, K, H, W]`` at the label's resolution.
+
+    Logits are upsampled bilinearly to ``H, W`` (as the competition baseline does), then ``sigmoid > threshold``
+    (strict). ``threshold`` may be a ``[K]`` tensor of per-class thresholds.
+    """
+    if logits.shape[-2:] != target.shape[-2:]:
+        logits = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+    thr = torch.as_tensor(threshold, device=logits.device, dtype=torch.float32)
+    if thr.ndim == 1:
+        thr = thr.view(1, -1, 1, 1)
+    pred = torch.sigmoid(logits.float()) > thr
+    return counts(pred, target.bool())
+
+
+def dice_from_counts(tp, fp, fn, eps: float = EPS):
+    """Per-(image, class) Dice from counts (torch or numpy, any shape)."""
+    return (2 * tp + eps) / (2 * tp + fp + fn + eps)
+
+
+def summarise(dice: np.ndarray) -> tuple[np.ndarray, float]:
+    """``dice: [N, K]`` per (image, class) -> (per-class mean over images ``[K]``, mean over classes)."""
+    per_class = np.asarray(dice, dtype=np.float64).mean(axis=0)
+    return per_class, float(per_class.mean())
+
+
+def dice_numpy(pred: np.ndarray, target: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Plain numpy reference: ``bool [N, K, H, W]`` pair -> Dice ``[N, K]``."""
+    p = pred.reshape(pred.shape[0], pred.shape[1], -1).astype(np.float64)
+    g = target.reshape(target.shape[0], target.shape[1], -1).astype(np.float64)
+    inter = (p * g).sum(-1)
+    return (2 * inter + eps) / (p.sum(-1) + g.sum(-1) + eps)
+
+
+class DiceTable:
+    """Accumulates per-(image, class) counts over batches (and processes, via ``gather``)."""
+
+    def __init__(self):
+        self.rows: list[np.ndarray] = []  # each [n, 3, K] int64
+
+    def add(self, tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> None:
+        # Small [n, K] tensors: this is the only device -> host copy of evaluation.
+        self.rows.append(torch.stack([tp, fp, fn], 1).cpu().numpy())
+
+    def dice(self) -> np.ndarray:
+        """Dice ``[N, K]`` of everything added so far."""
+        if not self.rows:
+            raise ValueError("no images were evaluated")
+        c = np.concatenate(self.rows, 0).astype(np.float64)
+        return dice_from_counts(c[:, 0], c[:, 1], c[:, 2])
+
+
+def format_per_class(names: list[str], per_class) -> str:
+    """The validation print style: one ``name : 0.9431`` line per class."""
+    return "\n".join(f"{n} : {float(d):.4f}" for n, d in zip(names, per_class))

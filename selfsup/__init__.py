@@ -1,0 +1,1 @@
+"""Stage 1: label-free pretraining of encoders on raw X-rays (lightly methods under Accelerate)."""

@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny data folders in the exact competition layout, made by the tests themselves."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests_helpers
+
+from bonekit.classes import HAND29
+from bonekit.formats import competition
+
+# Tests never touch the user's cache.
+os.environ.setdefault("BONEKIT_CACHE", str(Path(__file__).parent.parent / ".pytest-cache-bonekit"))
+
+
+def random_polygons(rng: np.random.Generator, h: int, w: int, classes=HAND29) -> dict[str, np.ndarray]:
+    """One random convex-ish polygon per class (dense points, some touching the border)."""
+    out = {}
+    for i, c in enumerate(classes):
+        cy, cx = rng.uniform(0.15, 0.85) * h, rng.uniform(0.15, 0.85) * w
+        r = rng.uniform(0.05, 0.15) * min(h, w)
+        t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+        pts = np.stack([cx + r * np.cos(t), cy + r * 0.7 * np.sin(t)], 1)
+        if i == 0:  # a polygon that touches the bottom border, like the real data (y = H - 1)
+            pts[:, 1] = np.clip(pts[:, 1] + h, 0, h - 1)
+        out[c] = np.clip(np.round(pts), 0, [w - 1, h - 1]).astype(np.int32)
+    return out
+
+
+def make_competition(root: Path, people: int = 3, size: int = 64, seed: int = 0, labels: bool = True) -> Path:
+    """A split folder ``root`` with DCM/ and outputs_json/ (ID001 gets the _R/_L names) and meta_data.xlsx."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(1, people + 1):
+        person = f"ID{p:03d}"
+        for j in range(2):
+            ts = 1661130828152 + 1000 * (2 * p + j)
+            name = f"image{ts}" + (("_R", "_L")[j] if p == 1 else "") + ".png"
+            img = rng.integers(0, 255, (size, size), dtype=np.uint8)
+            competition.write_sample(root, person, name, img, random_polygons(rng, size, size) if labels else None)
+        rows.append({"person": person, "age": 30 + p, "sex": "F" if p % 2 else "M", "weight": 60.0, "height": 170.0})
+    competition.write_meta(root / "meta_data.xlsx", rows)
+    return root
+
+
+@pytest.fixture
+def comp_dir(tmp_path: Path) -> Path:
+    return make_competition(tmp_path / "train")
+
+
+@pytest.fixture
+def cache_root(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
