@@ -31,6 +31,16 @@ def discover(root: str | Path, labels: str = "required") -> list[Record]:
         return competition.scan(root / "train", labels)
     if (root / "images").is_dir() and (root / "masks").is_dir() and labels != "ignore":
         return maskdir.scan(root)
+    vols = sorted(p for p in root.glob("*.nii") if not p.name.endswith("_label.nii"))
+    if vols:  # phantom-style volumes: <name>.nii + <name>_label.nii (class words)
+        recs = []
+        for v in vols:
+            lab = v.with_name(v.name[:-4] + "_label.nii")
+            if labels == "required" and not lab.is_file():
+                raise DataError(v, f"volume has no label volume (expected {lab.name})")
+            recs.append(Record(v, lab if lab.is_file() and labels != "ignore" else None,
+                               person=v.stem.split("_")[0], side=v.stem.split("_")[-1], kind="volume"))
+        return recs
     if labels == "ignore":
         return [Record(p, None, person=p.parent.name, kind="none") for p in find_xrays(root)]
     raise DataError(root, "no labelled layout found (competition DCM/ + outputs_json/, COCO .json, images/ + masks/)")
