@@ -57,3 +57,31 @@ def comp_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def cache_root(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def launch(script: str, args: list[str], cache: Path, nproc: int = 1, timeout: int = 600) -> str:
+    """Run an entry script the way users do: ``accelerate launch`` (1 process) or ``torchrun`` (2 CPU processes).
+
+    Returns the combined output; a non-zero exit fails the test with that output.
+    """
+    import subprocess
+
+    env = {**os.environ, "BONEKIT_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / script), *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+               str(29500 + os.getpid() % 1000), str(ROOT / script), *args]
+    p = subprocess.run(cmd, cwd=cache.parent, env=env, capture_output=True, text=True, timeout=timeout)
+    out = p.stdout + p.stderr
+    if p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd[2:4])} {script} failed ({p.returncode}):\n{out[-6000:]}")
+    return out
+
+
+TINY = ["data.phantom.people=4", "data.phantom.test_people=1", "data.phantom.size=96", "data.resolution=64",
+        "data.workers=1"]

@@ -1,0 +1,64 @@
+"""Checkpoints through Accelerate's ``save_state`` (model, optimizer, RNG states) plus the step and config.
+
+Layout: ``<run_dir>/checkpoints/step_0000120/`` (Accelerate's files + ``bonekit.json``). The newest ``keep``
+are kept. ``resume=auto`` continues from the newest; the learning rate, momentum and data order are pure
+functions of the step, so the resumed run reproduces the unbroken one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+
+def checkpoints(run_dir: str | Path) -> list[Path]:
+    d = Path(run_dir) / "checkpoints"
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.glob("step_*") if (p / "bonekit.json").is_file())
+
+
+def latest(run_dir: str | Path) -> Path | None:
+    c = checkpoints(run_dir)
+    return c[-1] if c else None
+
+
+def save(accelerator, run_dir: Path, step: int, config: dict, keep: int = 2) -> Path:
+    path = Path(run_dir) / "checkpoints" / f"step_{step:07d}"
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        (path / "bonekit.json").write_text(json.dumps({"step": step, "config": config}, indent=1))
+        for old in checkpoints(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return path
+
+
+def load(accelerator, path: str | Path) -> int:
+    """Restore the state saved at ``path``; returns its step."""
+    path = Path(path)
+    meta = path / "bonekit.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{path}: not a bonekit checkpoint (no bonekit.json)")
+    accelerator.load_state(str(path))
+    return int(json.loads(meta.read_text())["step"])
+
+
+def find_resume(resume: str, run_dir: str, stage: str) -> tuple[str, Path | None]:
+    """Interpret ``resume``: "" (fresh), "auto" (newest checkpoint of ``run_dir``, or of the newest run of this
+    stage when ``run_dir`` is empty), or a checkpoint path. Returns (run_dir to use, checkpoint or None)."""
+    if not resume:
+        return run_dir, None
+    if resume != "auto":
+        p = Path(resume)
+        if not (p / "bonekit.json").is_file():
+            raise FileNotFoundError(f"{resume}: not a bonekit checkpoint folder")
+        return run_dir or str(p.parent.parent), p
+    if run_dir:
+        return run_dir, latest(run_dir)
+    runs = sorted(Path("runs", stage).glob("*")) if Path("runs", stage).is_dir() else []
+    for r in reversed(runs):
+        if latest(r):
+            return str(r), latest(r)
+    return run_dir, None

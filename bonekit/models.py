@@ -1,0 +1,100 @@
+"""Model factory: timm encoders through smp's ``tu-`` bridge, segmentation models, encoder save/load.
+
+An encoder is saved as safetensors with timm's own key names (``encoder.model.state_dict()`` of smp's
+``TimmUniversalEncoder``), so ``smp.<Arch>("tu-<name>", encoder_weights=None, in_channels=C)`` loads it strictly.
+Nothing is ever downloaded: ``encoder_weights=None`` everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from bonekit.errors import DataError
+
+ARCHS = {"unet": "Unet", "unetplusplus": "UnetPlusPlus", "deeplabv3plus": "DeepLabV3Plus", "fpn": "FPN",
+         "upernet": "UPerNet", "segformer": "Segformer", "manet": "MAnet", "linknet": "Linknet", "pan": "PAN"}
+
+
+def make_encoder(name: str, in_channels: int, depth: int = 5) -> nn.Module:
+    """smp's timm bridge for ``name`` (any timm CNN: resnet18/34/50, efficientnet_b0, convnext_tiny, ...).
+
+    ``forward(x [B, C, H, W])`` returns the feature pyramid, deepest last.
+    """
+    return smp.encoders.get_encoder(f"tu-{name}", in_channels=in_channels, depth=depth, weights=None)
+
+
+def make_segmenter(arch: str, encoder: str, in_channels: int, classes: int) -> nn.Module:
+    """``[B, C, H, W] -> [B, K, H, W]`` logits (K independent sigmoids; bones overlap)."""
+    key = arch.lower().replace("_", "")
+    if key not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHS)}")
+    cls = getattr(smp, ARCHS[key])
+    return cls(encoder_name=f"tu-{encoder}", encoder_weights=None, in_channels=in_channels, classes=classes)
+
+
+def encoder_of(model: nn.Module) -> nn.Module:
+    """The timm model inside an smp model or a bare smp encoder (where the timm key names live)."""
+    enc = getattr(model, "encoder", model)
+    return getattr(enc, "model", enc)
+
+
+def save_encoder(path: str | Path, encoder: nn.Module, name: str, in_channels: int, extra: dict | None = None) -> Path:
+    """Write ``encoder_of(encoder).state_dict()`` (timm keys) with metadata naming the encoder and channels."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().contiguous().cpu() for k, v in encoder_of(encoder).state_dict().items()}
+    meta = {"encoder": name, "in_channels": str(in_channels), "format": "bonekit-encoder-v1"}
+    if extra:
+        meta["extra"] = json.dumps(extra)
+    save_file(sd, str(path), metadata=meta)
+    return path
+
+
+def read_encoder_meta(path: str | Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_encoder(model: nn.Module, path: str | Path, encoder_name: str | None = None, in_channels: int | None = None) -> None:
+    """Strictly load an ``encoder.safetensors`` into ``model`` (an smp model or encoder).
+
+    A file for another encoder or channel count is an error naming the file and both values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "encoder file does not exist")
+    meta = read_encoder_meta(path)
+    if encoder_name and meta.get("encoder") not in (None, encoder_name):
+        raise DataError(path, f"encoder is {meta.get('encoder')!r}, the model uses {encoder_name!r}")
+    if in_channels and meta.get("in_channels") not in (None, str(in_channels)):
+        raise DataError(path, f"encoder takes {meta.get('in_channels')} input channels, the model {in_channels}")
+    sd = load_file(str(path))
+    try:
+        encoder_of(model).load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise DataError(path, f"encoder weights do not fit the model: {str(e).splitlines()[0]}") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def channels_last(model: nn.Module, on: bool) -> nn.Module:
+    return model.to(memory_format=torch.channels_last) if on else model
+
+
+def make_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """``adamw`` or ``sgd`` (momentum 0.9, Nesterov). The learning rate is set every step by the schedule."""
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    raise ValueError(f"train.optimizer={name!r}: choose adamw or sgd")

@@ -1,0 +1,136 @@
+"""Run folders, metrics (CSV + TensorBoard), curves (PNG) and the progress bar shared by every stage."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from datetime import datetime
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+
+def make_run_dir(run_dir: str, stage: str, accelerator) -> Path:
+    """``run_dir`` or ``runs/<stage>/<timestamp>``, the same folder on every process."""
+    from accelerate.utils import broadcast_object_list
+
+    name = [run_dir or str(Path("runs") / stage / datetime.now().strftime("%Y%m%d-%H%M%S"))]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(name, from_process=0)
+    path = Path(name[0])
+    if accelerator.is_main_process:
+        path.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    return path
+
+
+class RunLog:
+    """Appends metric rows to ``metrics.csv`` and TensorBoard (main process only); plots curves at the end.
+
+    On resume, rows logged after the checkpoint's step are dropped so the CSV matches an unbroken run.
+    """
+
+    def __init__(self, run_dir: Path, enabled: bool, resume_step: int = 0):
+        self.path = run_dir / "metrics.csv"
+        self.enabled = enabled
+        self.rows: list[dict] = []
+        self.tb = None
+        if not enabled:
+            return
+        if self.path.is_file():
+            with open(self.path) as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"))
+        except Exception:  # tensorboard missing: CSV and PNG still carry everything
+            self.tb = None
+
+    def log(self, step: int, **values: float) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **{k: float(v) for k, v in values.items()}}
+        self.rows.append(row)
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, float(v), step)
+
+    def flush(self) -> None:
+        if not self.enabled or not self.rows:
+            return
+        keys = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        with open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(self.rows)
+        if self.tb is not None:
+            self.tb.flush()
+
+    def plot(self, keys: list[str], out: Path, title: str) -> Path | None:
+        """Curves of ``keys`` against step as a PNG."""
+        if not self.enabled or not self.rows:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
+        for k in keys:
+            pts = [(int(r["step"]), float(r[k])) for r in self.rows if r.get(k) not in (None, "")]
+            pts = [(s, v) for s, v in pts if math.isfinite(v)]
+            if pts:
+                ax.plot(*zip(*pts), label=k)
+        ax.set_xlabel("step")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out)
+        plt.close(fig)
+        return out
+
+    def close(self) -> None:
+        self.flush()
+        if self.tb is not None:
+            self.tb.close()
+
+
+class Progress:
+    """tqdm bar showing loss, images/s and the share of wall time spent waiting for data."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool):
+        self.bar = tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
+        self.wait = 0.0
+        self.busy = 0.0
+        self.images = 0
+        self.t_last = time.perf_counter()
+
+    def data_ready(self) -> None:
+        """Call when a batch arrives: the time since the last step ended was spent waiting for data."""
+        now = time.perf_counter()
+        self.wait += now - self.t_last
+        self.t_last = now
+
+    def step_done(self, images: int, **postfix) -> None:
+        now = time.perf_counter()
+        self.busy += now - self.t_last
+        self.t_last = now
+        self.images += images
+        self.bar.set_postfix(**postfix, img_s=f"{self.rate:.1f}", wait=f"{self.wait_share:.0%}", refresh=False)
+        self.bar.update()
+
+    @property
+    def rate(self) -> float:
+        return self.images / max(1e-9, self.wait + self.busy)
+
+    @property
+    def wait_share(self) -> float:
+        return self.wait / max(1e-9, self.wait + self.busy)
+
+    def close(self) -> None:
+        self.bar.close()
