@@ -89,8 +89,9 @@ def test_two_processes_match_one(tmp_path):
     assert np.allclose(l1, l2, rtol=1e-5), (l1, l2)
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     # Float tolerance: batch-norm sums and gradients are reduced in another order over two processes.
-    worst = max((a[k].float() - b[k].float()).abs().max().item() / (a[k].float().abs().max().item() + 1e-8) for k in a)
-    assert worst < 1e-3, worst
+    # Measured here: at most ~1e-4 on weights of size ~0.1-1 after two SGD steps at lr 0.05.
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst < 5e-4, worst
 
 
 def test_encoder_for_other_channels_is_a_clear_error(tmp_path):
