@@ -24,11 +24,11 @@ def latest(run_dir: str | Path) -> Path | None:
     return c[-1] if c else None
 
 
-def save(accelerator, run_dir: Path, step: int, config: dict, keep: int = 2) -> Path:
+def save(accelerator, run_dir: Path, step: int, config: dict, keep: int = 2, extra: dict | None = None) -> Path:
     path = Path(run_dir) / "checkpoints" / f"step_{step:07d}"
     accelerator.save_state(str(path))
     if accelerator.is_main_process:
-        (path / "bonekit.json").write_text(json.dumps({"step": step, "config": config}, indent=1))
+        (path / "bonekit.json").write_text(json.dumps({"step": step, "config": config, "extra": extra or {}}, indent=1))
         for old in checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
@@ -37,12 +37,18 @@ def save(accelerator, run_dir: Path, step: int, config: dict, keep: int = 2) -> 
 
 def load(accelerator, path: str | Path) -> int:
     """Restore the state saved at ``path``; returns its step."""
+    return load_with_extra(accelerator, path)[0]
+
+
+def load_with_extra(accelerator, path: str | Path) -> tuple[int, dict]:
+    """Restore the state saved at ``path``; returns (step, the extra dict saved with it)."""
     path = Path(path)
     meta = path / "bonekit.json"
     if not meta.is_file():
         raise FileNotFoundError(f"{path}: not a bonekit checkpoint (no bonekit.json)")
     accelerator.load_state(str(path))
-    return int(json.loads(meta.read_text())["step"])
+    doc = json.loads(meta.read_text())
+    return int(doc["step"]), doc.get("extra", {})
 
 
 def find_resume(resume: str, run_dir: str, stage: str) -> tuple[str, Path | None]:

@@ -98,3 +98,38 @@ def make_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Opti
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
     raise ValueError(f"train.optimizer={name!r}: choose adamw or sgd")
+
+
+# ------------------------------------------------------------------------------------------ whole models
+def save_model(path: str | Path, model: nn.Module, meta: dict) -> Path:
+    """Segmentation weights + what is needed to rebuild the model: ``meta`` holds arch, encoder, in_channels,
+    classes (names, in output order) and the resolved config."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(sd, str(path), metadata={"format": "bonekit-model-v1", "meta": json.dumps(meta)})
+    return path
+
+
+def read_model_meta(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "checkpoint does not exist")
+    m = read_encoder_meta(path)
+    if m.get("format") != "bonekit-model-v1":
+        raise DataError(path, "not a bonekit model checkpoint (expected best.safetensors/last.safetensors of a run)")
+    return json.loads(m["meta"])
+
+
+def load_model(path: str | Path, classes: list[str] | None = None, in_channels: int | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild and load a saved segmentation model. A checkpoint for another class list or channel count is an
+    error naming the file and both values."""
+    meta = read_model_meta(path)
+    if classes is not None and list(meta["classes"]) != list(classes):
+        raise DataError(path, f"checkpoint predicts {len(meta['classes'])} classes {meta['classes'][:3]}..., "
+                              f"the data has {len(classes)} {list(classes)[:3]}...")
+    if in_channels is not None and int(meta["in_channels"]) != in_channels:
+        raise DataError(path, f"checkpoint takes {meta['in_channels']} input channels, the data gives {in_channels}")
+    model = make_segmenter(meta["arch"], meta["encoder"], int(meta["in_channels"]), len(meta["classes"]))
+    model.load_state_dict(load_file(str(path)), strict=True)
+    return model, meta

@@ -1,0 +1,236 @@
+"""The one segmentation training loop: experts, distillation and fine-tuning differ only in their Task
+(how a batch becomes inputs and targets, and the loss).
+
+Written out in the style of Accelerate's examples: ``prepare``, ``skip_first_batches``, ``gather_for_metrics``.
+The learning rate is a pure function of the optimizer step and data order/augmentation are pure functions of
+(seed, epoch, frame), so ``resume=auto`` reproduces an unbroken run. Checkpoints every ``save_every`` steps and
+the best model by validation Dice (``best.safetensors``); a non-finite loss stops the run naming the step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from bonekit import checkpoint
+from bonekit.cache import unpack
+from bonekit.datasets import epoch_order
+from bonekit.metrics import DiceTable, counts_from_logits, format_per_class, summarise
+from bonekit.models import save_model
+from bonekit.runlog import Progress, RunLog
+from bonekit.schedule import warmup_cosine
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 150
+    batch_size: int = 8  # global batch per optimizer step (split across processes), before accumulation
+    accumulate: int = 1  # gradient accumulation: micro-batches per optimizer step
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 10
+    eval_every: int = 50  # steps between validations (0: only at the end)
+    save_every: int = 50
+    log_every: int = 10
+    workers: int = 2
+    seed: int = 0
+    stop_at_step: int = 0  # stop after this step (split a run; resume=auto continues it)
+    channels_last: bool = True  # on GPU
+    compile: bool = False
+    val_batch_size: int = 4
+
+
+class Task(Protocol):
+    """What a caller of :func:`fit` supplies."""
+
+    out_classes: list[int]  # indices into the data's class list that the model outputs (for validation)
+
+    def inputs(self, batch: dict, keys: list[tuple[int, ...]], step: int) -> tuple[torch.Tensor, dict]:
+        """Batch from the loader (on the device) -> (model input ``[B, C, R, R]``, targets for :meth:`loss`)."""
+
+    def loss(self, logits: torch.Tensor, targets: dict, step: int) -> torch.Tensor:
+        ...
+
+
+@dataclass
+class FitResult:
+    best: float = -1.0
+    best_epoch: int = -1
+    best_step: int = -1
+    per_class: list[float] = field(default_factory=list)
+    steps: int = 0
+    images_per_s: float = 0.0
+    data_wait: float = 0.0
+
+
+class PairedFrames(Dataset):
+    """Validation items: the input at training resolution, the label words at the label's own resolution."""
+
+    def __init__(self, inputs, labels, input_indices, label_indices, slices: int = 1):
+        self.inputs, self.labels = inputs, labels
+        self.indices = np.asarray(input_indices, dtype=np.int64)
+        self.label_indices = np.asarray(label_indices, dtype=np.int64)
+        self.k = slices // 2
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        f = int(self.indices[i])
+        img, _ = self.inputs.read(f, self.k)
+        _, words = self.labels.read(int(self.label_indices[i]), 0)
+        if words is None:
+            raise ValueError(f"validation frame {self.labels.frames[f]['image']} has no label")
+        return {"image": torch.from_numpy(img), "words": torch.from_numpy(words), "index": f}
+
+
+@torch.no_grad()
+def validate(accelerator, model, loader, n_classes: int, out_classes: list[int], threshold=0.5,
+             channels_last: bool = False) -> np.ndarray:
+    """Dice ``[N, K_out]`` per (image, class) at the label resolution, counted on the device."""
+    model.eval()
+    table = DiceTable()
+    for batch in loader:
+        x = batch["image"].float().div_(255)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with accelerator.autocast():
+            logits = model(x)
+        target = unpack(batch["words"], n_classes)[:, out_classes]
+        # Upsampling and thresholding at the label's resolution happen one image at a time to bound memory.
+        rows = [torch.stack(counts_from_logits(logits[i : i + 1].float(), target[i : i + 1], threshold), 1)
+                for i in range(len(x))]
+        c = accelerator.gather_for_metrics(torch.cat(rows))  # [n, 3, K]: small integers only
+        table.add(c[:, 0], c[:, 1], c[:, 2])
+    model.train()
+    return table.dice()
+
+
+def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, run_dir: Path,
+        resume_from: Path | None, class_names: list[str], model_meta: dict, config_dict: dict,
+        log_extra: Callable[[int], dict] | None = None) -> FitResult:
+    """Train ``model`` on ``train_ds`` (CachedFrames items) for ``cfg.steps`` optimizer steps."""
+    device = accelerator.device
+    cuda = device.type == "cuda"
+    micro = cfg.batch_size
+    steps_per_epoch = len(train_ds) // micro
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(train_ds)} training images cannot fill one batch of batch_size={micro}")
+    res = FitResult()
+    start = 0
+    if resume_from:
+        start, extra = checkpoint.load_with_extra(accelerator, resume_from)
+        res.best, res.best_epoch, res.best_step = extra.get("best", -1.0), extra.get("best_epoch", -1), extra.get("best_step", -1)
+        accelerator.print(f"resumed from {resume_from} at step {start}")
+    log = RunLog(run_dir, accelerator.is_main_process, resume_step=start)
+    val_loader = None
+    if val_ds is not None and len(val_ds):
+        val_loader = accelerator.prepare_data_loader(
+            DataLoader(val_ds, batch_size=cfg.val_batch_size * accelerator.num_processes, num_workers=cfg.workers))
+    out_names = [class_names[i] for i in task.out_classes]
+
+    def loader_from(micro_step: int):
+        epoch, pos = divmod(micro_step, steps_per_epoch)
+        order = epoch_order(len(train_ds), cfg.seed, epoch)
+        dl = DataLoader(Subset(train_ds, order.tolist()), batch_size=micro, drop_last=True,
+                        num_workers=cfg.workers, pin_memory=cuda)
+        dl = accelerator.prepare_data_loader(dl)
+        if pos:
+            dl = accelerator.skip_first_batches(dl, pos)
+        return epoch, iter(dl)
+
+    def run_validation(step: int) -> None:
+        dice = validate(accelerator, model, val_loader, len(class_names), task.out_classes,
+                        channels_last=cuda and cfg.channels_last)
+        per_class, mean = summarise(dice)
+        epoch = step // steps_per_epoch
+        log.log(step, val_dice=mean)
+        if accelerator.is_main_process:
+            print("\n" + format_per_class(out_names, per_class))
+            old = res.best
+            if mean > res.best:
+                res.best, res.best_epoch, res.best_step, res.per_class = mean, epoch, step, per_class.tolist()
+                save_model(run_dir / "best.safetensors", accelerator.unwrap_model(model), model_meta)
+            print(f"Best performance at epoch: {res.best_epoch}, {max(old, 0):.4f} -> {res.best:.4f}")
+        flag = [res.best, res.best_epoch, res.best_step]
+        from accelerate.utils import broadcast_object_list
+
+        if accelerator.num_processes > 1:
+            broadcast_object_list(flag, from_process=0)
+        res.best, res.best_epoch, res.best_step = flag
+
+    model.train()
+    prog = Progress(cfg.steps, start, "train", accelerator.is_local_main_process)
+    m_step = start * cfg.accumulate
+    epoch, it = loader_from(m_step)
+    step = start
+    while step < cfg.steps:
+        lr = warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        total_loss = torch.zeros((), device=device)
+        n_img = 0
+        for j in range(cfg.accumulate):
+            if m_step % steps_per_epoch == 0 and m_step != start * cfg.accumulate:
+                epoch, it = loader_from(m_step)
+            batch = next(it)
+            prog.data_ready()
+            keys = [(cfg.seed, epoch, int(i)) for i in batch["index"].tolist()]
+            x, targets = task.inputs(batch, keys, step)
+            if cuda and cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            sync = j == cfg.accumulate - 1
+            ctx = accelerator.no_sync(model) if not sync and accelerator.num_processes > 1 else _null()
+            with ctx:
+                with accelerator.autocast():
+                    logits = model(x)
+                loss = task.loss(logits, targets, step) / cfg.accumulate
+                accelerator.backward(loss)
+            total_loss += loss.detach()
+            n_img += len(batch["index"])
+            m_step += 1
+        # A host sync per step: stop on a non-finite loss, naming the step.
+        if not math.isfinite(total_loss.item()):
+            raise FloatingPointError(f"non-finite loss ({total_loss.item()}) at step {step}: lower the learning rate or check the data")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        mean_loss = accelerator.reduce(total_loss, "mean").item()
+        prog.step_done(n_img * accelerator.num_processes, loss=f"{mean_loss:.4f}")
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            extra = log_extra(step) if log_extra else {}
+            log.log(step, loss=mean_loss, lr=lr, images_per_s=prog.rate, data_wait=prog.wait_share, **extra)
+        if val_loader is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps):
+            run_validation(step)
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            log.flush()
+            checkpoint.save(accelerator, run_dir, step, config_dict,
+                            extra={"best": res.best, "best_epoch": res.best_epoch, "best_step": res.best_step})
+        if cfg.stop_at_step and step >= cfg.stop_at_step:
+            break
+    prog.close()
+    res.steps, res.images_per_s, res.data_wait = step, prog.rate, prog.wait_share
+    if accelerator.is_main_process:
+        save_model(run_dir / "last.safetensors", accelerator.unwrap_model(model), model_meta)
+        log.plot(["loss"], run_dir / "loss.png", "training loss")
+        if any("val_dice" in r for r in log.rows):
+            log.plot(["val_dice"], run_dir / "val_dice.png", "validation Dice")
+        log.close()
+    accelerator.wait_for_everyone()
+    return res
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False

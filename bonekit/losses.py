@@ -1,0 +1,113 @@
+"""Segmentation and distillation losses. Every head is K independent sigmoids (bones overlap).
+
+Shapes: ``logits [B, K, H, W]``, ``target [B, K, H, W]`` in [0, 1] (hard or soft), optional ``ignore`` bool
+``[B, K, H, W]`` or ``[B, K]`` (True = no loss there), optional per-class ``weight [K]``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _keep(ignore: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    if ignore is None:
+        return torch.ones_like(like)
+    ig = ignore
+    while ig.ndim < like.ndim:
+        ig = ig[..., None]
+    return (~ig.bool()).to(like.dtype).expand_as(like)
+
+
+def _class_mean(per_class: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    if weight is None:
+        return per_class.mean()
+    w = weight.to(per_class)
+    return (per_class * w).sum() / w.sum()
+
+
+def bce(logits, target, ignore=None, weight=None) -> torch.Tensor:
+    keep = _keep(ignore, logits)
+    px = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none") * keep
+    per_class = px.sum((0, 2, 3)) / keep.sum((0, 2, 3)).clamp(min=1)
+    return _class_mean(per_class, weight)
+
+
+def soft_dice(logits, target, ignore=None, weight=None, eps: float = 1.0) -> torch.Tensor:
+    """1 - Dice on probabilities, per class over the batch, ignored pixels left out."""
+    keep = _keep(ignore, logits)
+    p = torch.sigmoid(logits.float()) * keep
+    t = target.float() * keep
+    inter = (p * t).sum((0, 2, 3))
+    den = p.sum((0, 2, 3)) + t.sum((0, 2, 3))
+    return _class_mean(1 - (2 * inter + eps) / (den + eps), weight)
+
+
+def soft_jaccard(logits, target, ignore=None, weight=None, eps: float = 1.0) -> torch.Tensor:
+    keep = _keep(ignore, logits)
+    p = torch.sigmoid(logits.float()) * keep
+    t = target.float() * keep
+    inter = (p * t).sum((0, 2, 3))
+    union = p.sum((0, 2, 3)) + t.sum((0, 2, 3)) - inter
+    return _class_mean(1 - (inter + eps) / (union + eps), weight)
+
+
+def focal(logits, target, ignore=None, weight=None, gamma: float = 2.0) -> torch.Tensor:
+    keep = _keep(ignore, logits)
+    x, t = logits.float(), target.float()
+    ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    p = torch.sigmoid(x)
+    pt = p * t + (1 - p) * (1 - t)
+    px = ce * (1 - pt) ** gamma * keep
+    return _class_mean(px.sum((0, 2, 3)) / keep.sum((0, 2, 3)).clamp(min=1), weight)
+
+
+def segmentation_loss(name: str):
+    """``bce_dice`` (default) | ``bce`` | ``dice`` | ``focal`` | ``jaccard`` | ``focal_dice``."""
+    table = {
+        "bce_dice": lambda l, t, i=None, w=None: bce(l, t, i, w) + soft_dice(l, t, i, w),
+        "bce": bce,
+        "dice": soft_dice,
+        "focal": focal,
+        "jaccard": soft_jaccard,
+        "focal_dice": lambda l, t, i=None, w=None: focal(l, t, i, w) + soft_dice(l, t, i, w),
+    }
+    if name not in table:
+        raise ValueError(f"loss={name!r}: choose one of {sorted(table)}")
+    return table[name]
+
+
+# ------------------------------------------------------------------------------------------ distillation
+def kd_binary(student_logits, teacher_prob, temperature: float = 1.0, ignore=None) -> torch.Tensor:
+    """Per-channel binary KD: BCE between tempered sigmoids, scaled by T² (zero gradient when equal).
+
+    Returned as the KL part only (BCE minus the teacher's entropy), so the loss is exactly 0 when the student
+    matches the teacher.
+    """
+    t = temperature
+    q = teacher_prob.float().clamp(1e-6, 1 - 1e-6)
+    if t != 1.0:  # temper the teacher in logit space
+        q = torch.sigmoid(torch.logit(q) / t)
+    keep = _keep(ignore, student_logits)
+    s = student_logits.float() / t
+    ce = F.binary_cross_entropy_with_logits(s, q, reduction="none")
+    ent = -(q * torch.log(q) + (1 - q) * torch.log(1 - q))
+    return ((ce - ent) * keep).sum() / keep.sum().clamp(min=1) * t * t
+
+
+def channel_wise(student_logits, teacher_logits, temperature: float = 4.0, ignore=None) -> torch.Tensor:
+    """Channel-wise distillation (Shu et al., 2021): softmax over space per channel, KL(teacher || student)."""
+    t = temperature
+    b, k = student_logits.shape[:2]
+    s = student_logits.float().reshape(b, k, -1) / t
+    q = teacher_logits.float().reshape(b, k, -1) / t
+    kl = (F.softmax(q, -1) * (F.log_softmax(q, -1) - F.log_softmax(s, -1))).sum(-1)  # [B, K]
+    keep = _keep(ignore, kl) if ignore is not None and ignore.ndim == 2 else torch.ones_like(kl)
+    return (kl * keep).sum() / keep.sum().clamp(min=1) * t * t
+
+
+def confidence(student_logits, teacher_prob, alpha: float, ignore=None, threshold: float = 0.5) -> torch.Tensor:
+    """Weak-to-strong auxiliary confidence loss (Burns et al., 2023):
+    ``(1 - alpha) * BCE(student, teacher) + alpha * BCE(student, hardened student)``."""
+    hard = (torch.sigmoid(student_logits.detach().float()) > threshold).float()
+    return (1 - alpha) * bce(student_logits, teacher_prob, ignore) + alpha * bce(student_logits, hard, ignore)

@@ -1,0 +1,113 @@
+"""``bench=true`` for finetune/train.py: the real loop vs the model alone vs a naive loop, in one run.
+
+- end-to-end: cached uint8 frames -> loader -> device -> unpack + augmentation -> step (the real path);
+- model-only: the same step on one batch already on the device;
+- naive: decode the PNG and rasterise the JSON every step, float32 masks from the loader, then the same step.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bonekit.cache import pack, resize_image, resize_nearest
+from bonekit.formats import competition
+
+
+class NaiveFrames(Dataset):
+    """What a notebook does: read the PNG and the JSON for every sample, every step."""
+
+    def __init__(self, cache, indices, classes, resolution):
+        self.frames = [cache.frames[i] for i in indices]
+        self.idx = list(indices)
+        self.classes, self.r = classes, resolution
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, i):
+        f = self.frames[i]
+        img = competition.read_image(f["image"])
+        mask = competition.read_mask(f["label"], img.shape[0], img.shape[1], self.classes)
+        img = resize_image(img, self.r)
+        words = resize_nearest(pack(mask), self.r)
+        return {"image": torch.from_numpy(img[None]), "words": torch.from_numpy(np.ascontiguousarray(words)),
+                "index": self.idx[i]}
+
+
+def bench(accelerator, model, opt, train_ds, task, cfg, d, run_dir: Path) -> Path:
+    n, b = cfg.bench_steps, cfg.loop.batch_size
+    dev = accelerator.device
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def step(batch, i):
+        keys = [(0, 0, int(j)) for j in batch["index"].tolist()]
+        x, t = task.inputs(batch, keys, i)
+        if dev.type == "cuda" and cfg.loop.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with accelerator.autocast():
+            loss = task.loss(model(x), t, i)
+        accelerator.backward(loss)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def timed(loader, fixed=None):
+        it = iter(loader)
+        batch = fixed or next(it)
+        step(batch, 0)  # warm-up
+        sync()
+        wait, t0 = 0.0, time.perf_counter()
+        for i in range(n):
+            if fixed is None:
+                tw = time.perf_counter()
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    it = iter(loader)
+                    batch = next(it)
+                wait += time.perf_counter() - tw
+            step(batch, i)
+        sync()
+        dt = time.perf_counter() - t0
+        return n * b / dt, wait / dt
+
+    mk = lambda ds: accelerator.prepare_data_loader(DataLoader(ds, batch_size=b, shuffle=True, drop_last=True,  # noqa: E731
+                                                               num_workers=cfg.loop.workers, pin_memory=dev.type == "cuda"))
+    real = mk(train_ds)
+    e2e, wait = timed(real)
+    fixed = next(iter(real))
+    model_only, _ = timed(real, fixed)
+    naive_rate = None
+    if d.cache.frames[0]["kind"] == "competition":
+        naive_ds = NaiveFrames(d.cache, train_ds.indices, d.classes, cfg.data.resolution)
+        with _fp32(accelerator):
+            naive_rate, naive_wait = timed(mk(naive_ds))
+    msg = (f"bench train {cfg.model.arch}/{cfg.model.encoder} {cfg.data.resolution}px batch {b} on {dev} "
+           f"x{accelerator.num_processes} ({accelerator.mixed_precision}): end-to-end {e2e:.1f} img/s "
+           f"(data wait {wait:.0%}), model-only {model_only:.1f} img/s, ratio {e2e / model_only:.0%}")
+    if naive_rate:
+        msg += f"; naive loop (PNG+JSON every step, fp32) {naive_rate:.1f} img/s, speed-up {e2e / naive_rate:.1f}x"
+    accelerator.print(msg)
+    if accelerator.is_main_process:
+        (run_dir / "bench.txt").write_text(msg + "\n")
+    return run_dir
+
+
+class _fp32:
+    """The naive loop runs in fp32: mixed precision off for its duration."""
+
+    def __init__(self, accelerator):
+        self.acc = accelerator
+
+    def __enter__(self):
+        self.saved = self.acc.native_amp
+        self.acc.native_amp = False
+        return self
+
+    def __exit__(self, *a):
+        self.acc.native_amp = self.saved
+        return False

@@ -1,0 +1,102 @@
+"""Inference shared by evaluate.py and predict.py: one or several checkpoints, flip TTA, soft (weighted) or
+hard (>= n votes) voting, per-class thresholds, streamed one image at a time so that
+``2048² x K x models`` never sits in memory at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bonekit.errors import DataError
+from bonekit.models import load_model
+
+
+class Predictor:
+    def __init__(self, checkpoints: list[str], device, weights: list[float] | None = None, tta: str = "none",
+                 vote: str = "soft", min_votes: int = 0, thresholds: str | list[float] | None = None,
+                 classes: list[str] | None = None, in_channels: int | None = None, precision: str = "auto"):
+        if not checkpoints:
+            raise ValueError("no checkpoint given: checkpoint=PATH (or checkpoints=[A,B])")
+        self.models, self.metas = [], []
+        for c in checkpoints:
+            m, meta = load_model(c, classes, in_channels)
+            if self.metas and meta["classes"] != self.metas[0]["classes"]:
+                raise DataError(c, "checkpoints of an ensemble must predict the same classes in the same order")
+            self.models.append(m.to(device).eval())
+            self.metas.append(meta)
+        self.classes = self.metas[0]["classes"]
+        self.in_channels = int(self.metas[0]["in_channels"])
+        self.device = device
+        self.weights = torch.tensor(weights or [1.0] * len(self.models), dtype=torch.float32)
+        if len(self.weights) != len(self.models):
+            raise ValueError(f"{len(self.weights)} weights for {len(self.models)} checkpoints")
+        if tta not in ("none", "hflip"):
+            raise ValueError(f"tta={tta!r}: none | hflip")
+        if vote not in ("soft", "hard"):
+            raise ValueError(f"vote={vote!r}: soft | hard")
+        self.tta, self.vote = tta, vote
+        self.min_votes = min_votes or (len(self.models) // 2 + 1)
+        self.thresholds = self._thresholds(thresholds)
+        cuda = device.type == "cuda"
+        self.dtype = torch.bfloat16 if cuda and precision in ("auto", "bf16") else torch.float32
+
+    def _thresholds(self, t) -> torch.Tensor:
+        k = len(self.classes)
+        if t in (None, "", []):
+            return torch.full((k,), 0.5)
+        if isinstance(t, str):
+            p = Path(t)
+            if not p.is_file():
+                raise DataError(p, "thresholds file does not exist")
+            doc = json.loads(p.read_text())
+            vals = [doc[c] for c in self.classes] if isinstance(doc, dict) else doc
+        else:
+            vals = list(t)
+        if len(vals) != k:
+            raise ValueError(f"{len(vals)} thresholds for {k} classes")
+        return torch.tensor(vals, dtype=torch.float32)
+
+    def resolution(self) -> int:
+        return int(self.metas[0].get("resolution", 512))
+
+    @torch.no_grad()
+    def _logits(self, model, x):
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            out = model(x).float()
+            if self.tta == "hflip":
+                out = 0.5 * (out + torch.flip(model(torch.flip(x, dims=[-1])).float(), dims=[-1]))
+        return out
+
+    @torch.no_grad()
+    def probs(self, x: torch.Tensor, size: tuple[int, int]) -> list[torch.Tensor]:
+        """``x [1, C, R, R]`` float in [0, 1] -> per-model probabilities ``[K, H, W]`` at ``size``, one at a time
+        upsampled bilinearly (the competition's convention: logits upsampled, then sigmoid)."""
+        out = []
+        for m in self.models:
+            lg = self._logits(m, x.to(self.device))
+            lg = F.interpolate(lg, size=size, mode="bilinear", align_corners=False)
+            out.append(torch.sigmoid(lg[0]))
+        return out
+
+    @torch.no_grad()
+    def combine(self, probs: list[torch.Tensor], thresholds: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-model probabilities -> ``bool [K, H, W]`` by weighted soft voting or hard voting."""
+        thr = (self.thresholds if thresholds is None else thresholds).to(probs[0].device).view(-1, 1, 1)
+        if self.vote == "hard":
+            votes = sum((p > thr).to(torch.int16) for p in probs)
+            return votes >= self.min_votes
+        return self.soft(probs) > thr
+
+    def soft(self, probs: list[torch.Tensor]) -> torch.Tensor:
+        w = self.weights.to(probs[0].device)
+        acc = torch.zeros_like(probs[0])
+        for wi, p in zip(w, probs):
+            acc += wi * p
+        return acc / w.sum()
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return self.combine(self.probs(x, size))
