@@ -29,27 +29,32 @@ def _class_mean(per_class: torch.Tensor, weight: torch.Tensor | None) -> torch.T
 def bce(logits, target, ignore=None, weight=None) -> torch.Tensor:
     keep = _keep(ignore, logits)
     px = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none") * keep
-    per_class = px.sum((0, 2, 3)) / keep.sum((0, 2, 3)).clamp(min=1)
-    return _class_mean(per_class, weight)
+    # Per sample and class, then averaged: decomposes over processes like the Dice term.
+    per = px.sum((2, 3)) / keep.sum((2, 3)).clamp(min=1)
+    return _class_mean(per.mean(0), weight)
 
 
 def soft_dice(logits, target, ignore=None, weight=None, eps: float = 1.0) -> torch.Tensor:
-    """1 - Dice on probabilities, per class over the batch, ignored pixels left out."""
+    """1 - Dice on probabilities per (sample, class), averaged over samples, ignored pixels left out.
+
+    Per sample, not over the batch: the mean of per-sample terms is the same whether one process holds the
+    batch or several hold parts of it (a batch-wide Dice is not).
+    """
     keep = _keep(ignore, logits)
     p = torch.sigmoid(logits.float()) * keep
     t = target.float() * keep
-    inter = (p * t).sum((0, 2, 3))
-    den = p.sum((0, 2, 3)) + t.sum((0, 2, 3))
-    return _class_mean(1 - (2 * inter + eps) / (den + eps), weight)
+    inter = (p * t).sum((2, 3))
+    den = p.sum((2, 3)) + t.sum((2, 3))
+    return _class_mean((1 - (2 * inter + eps) / (den + eps)).mean(0), weight)
 
 
 def soft_jaccard(logits, target, ignore=None, weight=None, eps: float = 1.0) -> torch.Tensor:
     keep = _keep(ignore, logits)
     p = torch.sigmoid(logits.float()) * keep
     t = target.float() * keep
-    inter = (p * t).sum((0, 2, 3))
-    union = p.sum((0, 2, 3)) + t.sum((0, 2, 3)) - inter
-    return _class_mean(1 - (inter + eps) / (union + eps), weight)
+    inter = (p * t).sum((2, 3))
+    union = p.sum((2, 3)) + t.sum((2, 3)) - inter
+    return _class_mean((1 - (inter + eps) / (union + eps)).mean(0), weight)
 
 
 def focal(logits, target, ignore=None, weight=None, gamma: float = 2.0) -> torch.Tensor:
@@ -59,7 +64,7 @@ def focal(logits, target, ignore=None, weight=None, gamma: float = 2.0) -> torch
     p = torch.sigmoid(x)
     pt = p * t + (1 - p) * (1 - t)
     px = ce * (1 - pt) ** gamma * keep
-    return _class_mean(px.sum((0, 2, 3)) / keep.sum((0, 2, 3)).clamp(min=1), weight)
+    return _class_mean((px.sum((2, 3)) / keep.sum((2, 3)).clamp(min=1)).mean(0), weight)
 
 
 def segmentation_loss(name: str):

@@ -51,8 +51,11 @@ class RunLog:
     def log(self, step: int, **values: float) -> None:
         if not self.enabled:
             return
-        row = {"step": step, **{k: float(v) for k, v in values.items()}}
-        self.rows.append(row)
+        vals = {k: float(v) for k, v in values.items()}
+        if self.rows and int(self.rows[-1]["step"]) == step:
+            self.rows[-1].update(vals)  # one row per step: validation joins the training row
+        else:
+            self.rows.append({"step": step, **vals})
         if self.tb is not None:
             for k, v in values.items():
                 self.tb.add_scalar(k, float(v), step)

@@ -44,9 +44,12 @@ def bench(accelerator, model, opt, train_ds, task, cfg, d, run_dir: Path) -> Pat
     dev = accelerator.device
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
-    def step(batch, i):
-        keys = [(0, 0, int(j)) for j in batch["index"].tolist()]
-        x, t = task.inputs(batch, keys, i)
+    def step(batch, i, ready=None):
+        if ready is None:
+            keys = [(0, 0, int(j)) for j in batch["index"].tolist()]
+            x, t = task.inputs(batch, keys, i)
+        else:  # model only: inputs already made (no loading, unpacking or augmentation)
+            x, t = ready
         if dev.type == "cuda" and cfg.loop.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with accelerator.autocast():
@@ -58,7 +61,10 @@ def bench(accelerator, model, opt, train_ds, task, cfg, d, run_dir: Path) -> Pat
     def timed(loader, fixed=None):
         it = iter(loader)
         batch = fixed or next(it)
-        step(batch, 0)  # warm-up
+        ready = None
+        if fixed is not None:
+            ready = task.inputs(batch, [(0, 0, int(j)) for j in batch["index"].tolist()], 0)
+        step(batch, 0, ready)  # warm-up
         sync()
         wait, t0 = 0.0, time.perf_counter()
         for i in range(n):
@@ -70,7 +76,7 @@ def bench(accelerator, model, opt, train_ds, task, cfg, d, run_dir: Path) -> Pat
                     it = iter(loader)
                     batch = next(it)
                 wait += time.perf_counter() - tw
-            step(batch, i)
+            step(batch, i, ready)
         sync()
         dt = time.perf_counter() - t0
         return n * b / dt, wait / dt
