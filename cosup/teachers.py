@@ -1,0 +1,80 @@
+"""The expert teachers as one predictor: for bones, each channel comes from its owning expert; for shards, each
+image goes to the expert of its shard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bonekit.errors import DataError
+from bonekit.models import load_model
+
+
+def read_manifest(path: str | Path) -> tuple[dict, Path]:
+    """``experts.json`` (or the experts run folder holding it) -> (manifest, its path)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "experts.json"
+    if not p.is_file():
+        raise DataError(p, "no experts manifest: run cosup/experts.py first (experts=<its run folder>)")
+    return json.loads(p.read_text()), p
+
+
+class Teachers:
+    def __init__(self, manifest: dict, device):
+        self.manifest = manifest
+        self.classes = manifest["classes"]
+        self.partition = manifest["partition"]
+        self.device = device
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        self.experts = []
+        for e in manifest["experts"]:
+            m, meta = load_model(e["checkpoint"])
+            self.experts.append((m.to(device).eval(), [lookup[c] for c in meta["classes"]], e.get("shard")))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, shards: list[int] | None = None) -> torch.Tensor:
+        """``x [B, C, R, R]`` float -> teacher probabilities ``[B, K, R, R]``."""
+        b = x.shape[0]
+        out = torch.zeros(b, len(self.classes), *x.shape[-2:], device=x.device)
+        if self.partition == "bones":
+            for m, ch, _ in self.experts:
+                out[:, ch] = torch.sigmoid(m(x).float())
+            return out
+        if shards is None:
+            raise ValueError("shard experts need a shard per image")
+        for m, ch, s in self.experts:
+            rows = [i for i in range(b) if shards[i] == s]
+            if rows:
+                out[rows] = torch.sigmoid(m(x[rows]).float())
+        return out
+
+
+class TeacherModule(nn.Module):
+    """Teachers as a model returning logits (for the shared validation code); shards from ``shard_fn(x)``."""
+
+    def __init__(self, teachers: Teachers, shard_fn=None):
+        super().__init__()
+        self.t = teachers
+        self.shard_fn = shard_fn
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        shards = self.shard_fn(x) if self.shard_fn else None
+        return torch.logit(self.t.predict(x.float(), shards).clamp(1e-6, 1 - 1e-6))
+
+
+def student_shard_fn(student: nn.Module, centroids: np.ndarray):
+    """Assign images to shards by the current student's embedding (nearest shard centroid)."""
+    c = torch.from_numpy(centroids).float()
+
+    @torch.no_grad()
+    def fn(x):
+        f = torch.nn.functional.normalize(student.encoder(x)[-1].float().mean((2, 3)), dim=1)
+        return (f.cpu() @ c.T).argmax(1).tolist()
+
+    return fn
