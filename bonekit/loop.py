@@ -218,8 +218,10 @@ def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, 
             break
     prog.close()
     res.steps, res.images_per_s, res.data_wait = step, prog.rate, prog.wait_share
-    if accelerator.is_main_process:
+    finished = step >= cfg.steps  # a run stopped early (stop_at_step) is not finished: no last.safetensors
+    if accelerator.is_main_process and finished:
         save_model(run_dir / "last.safetensors", accelerator.unwrap_model(model), model_meta)
+    if accelerator.is_main_process:
         log.plot(["loss"], run_dir / "loss.png", "training loss")
         if any("val_dice" in r for r in log.rows):
             log.plot(["val_dice"], run_dir / "val_dice.png", "validation Dice")

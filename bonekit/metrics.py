@@ -87,3 +87,14 @@ class DiceTable:
 def format_per_class(names: list[str], per_class) -> str:
     """The validation print style: one ``name : 0.9431`` line per class."""
     return "\n".join(f"{n} : {float(d):.4f}" for n, d in zip(names, per_class))
+
+
+def pgr(student, teacher, ceiling, min_gap: float = 1e-6):
+    """Performance gap recovered (Burns et al., 2023): (student - teacher) / (ceiling - teacher), per class;
+    NaN where the ceiling does not beat the teacher by more than ``min_gap`` (nothing to recover)."""
+    s, t, c = (np.asarray(v, dtype=np.float64) for v in (student, teacher, ceiling))
+    gap = c - t
+    out = np.full_like(gap, np.nan)
+    ok = gap > min_gap
+    out[ok] = (s[ok] - t[ok]) / gap[ok]
+    return out

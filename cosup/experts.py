@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import set_seed
 
 from bonekit import checkpoint, config
 from bonekit.config import DataConfig
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> Path:
                       + ", ".join(f"{e['name']} ({len(e['classes'])} bones, {len(e['frames'])} images)" for e in experts))
     lookup = {c: i for i, c in enumerate(d.classes)}
     results = []
-    for e in experts:
+    for n, e in enumerate(experts):
         edir = run_dir / "experts" / e["name"]
         done = edir / "last.safetensors"
         if done.is_file():  # finished in an earlier, interrupted run
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> Path:
             continue
         resume_from = checkpoint.latest(edir) if cfg.resume else None
         acc = make_accelerator(cfg.precision)  # one Accelerator per expert: its state holds one model
+        set_seed(cfg.loop.seed + 1000 * n)  # initial weights depend on the expert only (resume-safe)
         out = [lookup[c] for c in e["classes"]]
         model = build_model(cfg.model, cfg.data.slices, len(out), acc.device)
         model, opt = prepare(acc, model, cfg.loop)
@@ -137,6 +139,9 @@ def main(argv: list[str] | None = None) -> Path:
         edir.mkdir(parents=True, exist_ok=True)
         res = fit(acc, model, opt, CachedFrames(d.cache, e["frames"], cfg.data.slices), d.val, task, loop, edir,
                   resume_from, d.classes, meta, config.to_dict(cfg))
+        if res.steps < loop.steps:
+            accelerator.print(f"expert {e['name']} stopped at step {res.steps}; resume=auto continues it")
+            return run_dir
         r = {"name": e["name"], "classes": e["classes"], "checkpoint": str((edir / "best.safetensors").resolve()),
              "val_dice": res.best, "val_per_class": res.per_class, "shard": e.get("shard")}
         if acc.is_main_process:

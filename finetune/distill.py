@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
-from bonekit import checkpoint, config
+from bonekit import checkpoint, config, metrics
 from bonekit.cache import unpack
 from bonekit.config import DataConfig
 from bonekit.datasets import CachedFrames
@@ -88,6 +89,8 @@ class DistillFrames(Dataset):
         self.targets, self.keep = targets, keep
         self.k, self.r = targets.shape[1], cache.resolution
         self.indices = self.base.indices
+        # Experts may work at a lower resolution than the student (weak-to-strong): targets are resized here.
+        self.resize = targets.shape[-1] != self.r
 
     def __len__(self):
         return len(self.base)
@@ -99,7 +102,12 @@ class DistillFrames(Dataset):
             item["teacher"] = torch.zeros(self.k, self.r, self.r, dtype=torch.uint8)
             item["keep"] = torch.ones(self.k, dtype=torch.bool)
         else:
-            item["teacher"] = torch.from_numpy(np.array(self.targets[self.row[f]]))
+            t = np.array(self.targets[self.row[f]])
+            if self.resize:
+                import cv2
+
+                t = np.stack([cv2.resize(c, (self.r, self.r), interpolation=cv2.INTER_LINEAR) for c in t])
+            item["teacher"] = torch.from_numpy(t)
             item["keep"] = torch.from_numpy(self.keep[self.row[f]].copy())
         return item
 
@@ -157,9 +165,9 @@ def main(argv: list[str] | None = None) -> Path:
         config.save(cfg, run_dir / "config.yaml")
     lab = manifest["labels"]
     d = setup(cfg.data, accelerator, lab["fraction"], lab["seed"], cfg.eval_resolution)
-    if d.cache.resolution != cfg.data.resolution or sorted(d.labelled.tolist()) != sorted(manifest["labelled"]):
-        raise ValueError("the student's data differs from the experts' (resolution or label subset): "
-                         f"experts used resolution {manifest['data']['resolution']}, fraction {lab['fraction']}")
+    if sorted(d.labelled.tolist()) != sorted(manifest["labelled"]) or len(d.cache) != len(manifest["train"]) + len(manifest["val"]):
+        raise ValueError(f"the student's data differs from the experts' (label subset of fraction {lab['fraction']}, "
+                         f"seed {lab['seed']}): use the same data.root and data.phantom settings")
     k = len(d.classes)
     student_path = ""
     for r in range(cfg.rounds):
@@ -178,6 +186,7 @@ def main(argv: list[str] | None = None) -> Path:
         accelerator.print(f"round {r}: {len(index['frames'])} pool images, kept share "
                           f"{np.mean(list(index['kept_share'].values())):.2f} (per bone in {tdir / 'kept_share.csv'})")
         acc = make_accelerator(cfg.precision)
+        set_seed(cfg.loop.seed + 1000 * r)  # each round's initial weights depend on its number only (resume-safe)
         mcfg = OmegaConf.merge(cfg.model, {"encoder": cfg.grow[r]} if r < len(cfg.grow) else {})
         model = build_model(mcfg, cfg.data.slices, k, acc.device)
         model, opt = prepare(acc, model, cfg.loop)
@@ -186,7 +195,10 @@ def main(argv: list[str] | None = None) -> Path:
         meta = {"arch": mcfg.arch, "encoder": mcfg.encoder, "in_channels": cfg.data.slices, "classes": d.classes,
                 "resolution": cfg.data.resolution, "config": config.to_dict(cfg), "round": r}
         resume_from = checkpoint.latest(rdir) if cfg.resume else None
-        fit(acc, model, opt, ds, d.val, task, cfg.loop, rdir, resume_from, d.classes, meta, config.to_dict(cfg))
+        res = fit(acc, model, opt, ds, d.val, task, cfg.loop, rdir, resume_from, d.classes, meta, config.to_dict(cfg))
+        if res.steps < cfg.loop.steps:
+            accelerator.print(f"round {r} stopped at step {res.steps} (loop.stop_at_step); resume=auto continues it")
+            return run_dir
         student_path = str(rdir / "best.safetensors")
     if accelerator.is_main_process:
         report(cfg, manifest, d, student_path, run_dir, accelerator)
@@ -222,10 +234,7 @@ def report(cfg, manifest, d, student_path: str, run_dir: Path, accelerator) -> N
         p = getattr(cfg.report, name)
         if p:
             rows[name] = score(load_model(p, d.classes)[0])
-    pgr = None
-    if "ceiling" in rows:
-        gap = rows["ceiling"] - rows["teacher"]
-        pgr = np.where(np.abs(gap) > 1e-6, (rows["student"] - rows["teacher"]) / np.where(gap == 0, 1, gap), np.nan)
+    pgr = metrics.pgr(rows["student"], rows["teacher"], rows["ceiling"]) if "ceiling" in rows else None
     with open(run_dir / "report.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["model", "mean"] + d.classes)
