@@ -33,6 +33,7 @@ PHALANGES = DISTAL + MIDDLE + PROXIMAL
 GROUPINGS: dict[str, dict[str, list[str]]] = {
     "regions": {"fingers": FINGERS, "carpals": CARPALS, "forearm": FOREARM},
     "rays": {**RAYS, "carpals": CARPALS, "forearm": FOREARM},
+    "single": {"all": HAND29},  # one generalist teacher (the comparison for co-supervision)
 }
 # The weak classes of a strong model (formats.md): fingertips, Pisiform, Trapezoid.
 SMALL_BONES = DISTAL + ["Pisiform", "Trapezoid"]

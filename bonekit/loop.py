@@ -121,9 +121,12 @@ def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, 
     device = accelerator.device
     cuda = device.type == "cuda"
     micro = cfg.batch_size
+    if len(train_ds) < micro:  # a tiny label subset: smaller batches rather than no training
+        micro = len(train_ds) - len(train_ds) % accelerator.num_processes
+        accelerator.print(f"note: {len(train_ds)} training images < batch_size={cfg.batch_size}: batches of {micro}")
+    if micro == 0:
+        raise ValueError(f"{len(train_ds)} training image(s) cannot be split over {accelerator.num_processes} processes")
     steps_per_epoch = len(train_ds) // micro
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_ds)} training images cannot fill one batch of batch_size={micro}")
     res = FitResult()
     start = 0
     if resume_from:

@@ -129,17 +129,14 @@ def main(argv: list[str] | None = None) -> Path:
         out = [lookup[c] for c in e["classes"]]
         model = build_model(cfg.model, cfg.data.slices, len(out), acc.device)
         model, opt = prepare(acc, model, cfg.loop)
-        bs = min(cfg.loop.batch_size, len(e["frames"]))
-        bs -= bs % acc.num_processes
-        loop = config.OmegaConf.merge(cfg.loop, {"batch_size": max(bs, acc.num_processes)})
         task = SupervisedTask(len(d.classes), out, seg_aug_config(cfg.aug, d.classes), cfg.loss, None, cfg.aug.clahe_p)
         meta = {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "in_channels": cfg.data.slices,
                 "classes": e["classes"], "resolution": cfg.data.resolution, "config": config.to_dict(cfg),
                 "expert": e["name"]}
         edir.mkdir(parents=True, exist_ok=True)
-        res = fit(acc, model, opt, CachedFrames(d.cache, e["frames"], cfg.data.slices), d.val, task, loop, edir,
+        res = fit(acc, model, opt, CachedFrames(d.cache, e["frames"], cfg.data.slices), d.val, task, cfg.loop, edir,
                   resume_from, d.classes, meta, config.to_dict(cfg))
-        if res.steps < loop.steps:
+        if res.steps < cfg.loop.steps:
             accelerator.print(f"expert {e['name']} stopped at step {res.steps}; resume=auto continues it")
             return run_dir
         r = {"name": e["name"], "classes": e["classes"], "checkpoint": str((edir / "best.safetensors").resolve()),

@@ -14,6 +14,11 @@ def overlay(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, title: str = ""
     """``image uint8 [H, W]``, ``gt, pred bool [K, H, W]`` -> RGB ``[H, 3W, 3]``: ground truth outlines | prediction
     outlines (per-bone colours) | errors (red: missed bone, cyan: false positive)."""
     cols = palette(gt.shape[0])
+    if image.shape[0] < 384:  # small phantoms: enlarge (nearest) so outlines stay readable
+        f = -(-384 // image.shape[0])
+        image = np.kron(image, np.ones((f, f), image.dtype))
+        gt = gt.repeat(f, 1).repeat(f, 2)
+        pred = pred.repeat(f, 1).repeat(f, 2)
     t = max(1, image.shape[0] // 300)
 
     def outlines(m):

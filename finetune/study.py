@@ -1,0 +1,244 @@
+"""Low-label study: label fractions x init {scratch, pretrained} x method {finetune, cosup, generalist} x seeds.
+
+    accelerate launch finetune/study.py [study=configs/study.yaml] [key=value ...]
+    accelerate launch finetune/study.py study=configs/demo.yaml        # the whole-pipeline demo
+
+Each cell is a run folder under ``runs/study/<name>/``; a finished cell holds ``result.json`` and is skipped when
+the study runs again, so a stopped study continues where it was. Pretraining runs once and is shared. Outputs:
+``results.csv`` (one row per cell), plots (Dice vs label fraction with seed spread, per-bone heatmap, PGR per
+bone) and one self-contained ``report.html``.
+
+Methods: ``finetune`` (the student trained on the labelled subset alone), ``cosup`` (experts owning bone groups ->
+pool labels -> distilled student), ``generalist`` (one teacher owning every bone, distilled the same way).
+A ceiling (every label) per init and seed gives PGR = (student - teacher) / (ceiling - teacher).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from bonekit import config
+from bonekit.config import DataConfig
+from bonekit.metrics import pgr
+from finetune.task import ModelConfig
+
+
+@dataclass
+class Grid:
+    fractions: list[float] = field(default_factory=lambda: [0.05, 0.25])
+    inits: list[str] = field(default_factory=lambda: ["scratch", "pretrained"])
+    methods: list[str] = field(default_factory=lambda: ["finetune", "cosup", "generalist"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    ceiling: bool = True
+
+
+@dataclass
+class Steps:
+    pretrain: int = 60
+    finetune: int = 150
+    experts: int = 100
+    distill: int = 150
+
+
+@dataclass
+class StudyConfig:
+    study: str = ""  # a YAML file with any of the keys below (same as config=)
+    name: str = "study"
+    out_dir: str = ""  # default runs/study/<name>
+    grid: Grid = field(default_factory=Grid)
+    data: DataConfig = field(default_factory=lambda: DataConfig(resolution=128))
+    student: ModelConfig = field(default_factory=ModelConfig)
+    expert_model: ModelConfig = field(default_factory=ModelConfig)
+    groups: str = "regions"  # bone groups of the co-supervising experts: regions | rays
+    steps: Steps = field(default_factory=Steps)
+    batch_size: int = 8
+    rounds: int = 1
+    pretrain_args: list[str] = field(default_factory=list)  # extra key=value for selfsup/pretrain.py
+    stage_args: list[str] = field(default_factory=list)  # extra key=value for every segmentation stage
+    worst_k: int = 4
+    browser_check: bool = False  # open the report in headless Chromium after writing it
+
+
+def dotlist(prefix: str, node) -> list[str]:
+    """``data`` config -> ["data.resolution=128", "data.phantom.people=24", ...] for a stage's argv."""
+    out = []
+    for k, v in OmegaConf.to_container(node, resolve=True).items():
+        key = f"{prefix}.{k}"
+        if isinstance(v, dict):
+            out += dotlist(key, OmegaConf.create(v))
+        elif isinstance(v, list):
+            out.append(f"{key}=[{','.join(str(x) for x in v)}]")
+        elif v == "":
+            out.append(f"{key}=''")
+        else:
+            out.append(f"{key}={v}")
+    return out
+
+
+class Study:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.out = Path(cfg.out_dir or Path("runs") / "study" / cfg.name)
+        self.data_args = dotlist("data", cfg.data)
+
+    # ---------------------------------------------------------------- stages, called in-process
+    def _seg_common(self, seed: int) -> list[str]:
+        c = self.cfg
+        return self.data_args + [f"loop.batch_size={c.batch_size}", f"loop.seed={seed}", "loop.eval_every=0",
+                                 *c.stage_args]
+
+    def init_path(self, init: str) -> str:
+        if init == "scratch":
+            return "scratch"
+        if init != "pretrained":
+            raise ValueError(f"grid.inits: scratch | pretrained, got {init!r}")
+        enc = self.out / "pretrain" / "encoder.safetensors"
+        if not enc.is_file():
+            from selfsup.pretrain import main as pretrain
+
+            c = self.cfg
+            args = self.data_args + [f"encoder={c.student.encoder}", f"train.steps={c.steps.pretrain}",
+                                     f"run_dir={self.out / 'pretrain'}", *c.pretrain_args]
+            pretrain(args)
+        return str(enc.resolve())
+
+    def finetune(self, cell: Path, fraction: float, init: str, seed: int) -> Path:
+        from finetune.train import main as train
+
+        c = self.cfg
+        if not (cell / "last.safetensors").is_file():
+            train(self._seg_common(seed) + [f"labels.fraction={fraction}", f"labels.seed={seed}",
+                                           f"model.arch={c.student.arch}", f"model.encoder={c.student.encoder}",
+                                           f"model.init={self.init_path(init)}", f"loop.steps={c.steps.finetune}",
+                                           f"run_dir={cell}", "resume=auto"])
+        return cell / "last.safetensors"
+
+    def distilled(self, cell: Path, fraction: float, init: str, seed: int, groups: str, baseline: str,
+                  ceiling: str) -> Path:
+        from cosup.experts import main as experts
+        from finetune.distill import main as distill
+
+        c = self.cfg
+        ex = cell / "experts"
+        if not (ex / "experts.json").is_file():
+            experts(self._seg_common(seed) + [f"labels.fraction={fraction}", f"labels.seed={seed}",
+                                             f"partition.groups={groups}", f"model.arch={c.expert_model.arch}",
+                                             f"model.encoder={c.expert_model.encoder}",
+                                             f"model.init={self.init_path(init)}", f"loop.steps={c.steps.experts}",
+                                             f"run_dir={ex}", "resume=auto"])
+        st = cell / "student"
+        last = st / f"round{c.rounds - 1}" / "last.safetensors"
+        if not last.is_file() or not (st / "report.csv").is_file():
+            args = self._seg_common(seed) + [f"experts={ex}", f"rounds={c.rounds}", f"model.arch={c.student.arch}",
+                                             f"model.encoder={c.student.encoder}", f"model.init={self.init_path(init)}",
+                                             f"loop.steps={c.steps.distill}", f"run_dir={st}", "resume=auto"]
+            if baseline:
+                args.append(f"report.baseline={baseline}")
+            if ceiling:
+                args.append(f"report.ceiling={ceiling}")
+            distill(args)
+        return last
+
+    def evaluate(self, checkpoint: Path, out: Path) -> dict:
+        from finetune.evaluate import main as evaluate
+
+        if not (out / "per_bone.csv").is_file():
+            evaluate([f"checkpoint={checkpoint}", f"out_dir={out}", "split=val", f"worst_k={self.cfg.worst_k}"])
+        with open(out / "per_bone.csv") as f:
+            return {r["class"]: float(r["dice"]) for r in csv.DictReader(f)}
+
+    # ---------------------------------------------------------------- the grid
+    def run(self) -> Path:
+        c = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        config.save(c, self.out / "study.yaml")
+        rows = []
+        for init in c.grid.inits:
+            for seed in c.grid.seeds:
+                ceiling = None
+                if c.grid.ceiling:
+                    rows.append(self.cell("finetune", 1.0, init, seed, ceiling_row=True))
+                    ceiling = rows[-1]
+                for frac in c.grid.fractions:
+                    for method in c.grid.methods:
+                        rows.append(self.cell(method, frac, init, seed, ceiling=ceiling))
+        self.write(rows)
+        from finetune.report_html import write_report
+
+        html = write_report(self.out, rows, c)
+        print(f"study: {len(rows)} cells -> {self.out / 'results.csv'}; report -> {html.resolve()}")
+        if c.browser_check:
+            from finetune.report_html import browser_check
+
+            print(browser_check(html, self.out / "report.png"))
+        return html
+
+    def cell(self, method: str, frac: float, init: str, seed: int, ceiling: dict | None = None,
+             ceiling_row: bool = False) -> dict:
+        name = "ceiling" if ceiling_row else method
+        cell = self.out / init / name / f"f{frac:g}" / f"s{seed}"
+        done = cell / "result.json"
+        if done.is_file():
+            print(f"[study] {init}/{name}/f{frac:g}/s{seed}: done, skipped")
+            return json.loads(done.read_text())
+        print(f"[study] {init}/{name}/f{frac:g}/s{seed}: running")
+        t0 = time.time()
+        teacher = None
+        if method == "finetune":
+            ck = self.finetune(cell, frac, init, seed)
+        elif method in ("cosup", "generalist"):
+            groups = self.cfg.groups if method == "cosup" else "single"
+            base = self.out / init / "finetune" / f"f{frac:g}" / f"s{seed}" / "last.safetensors"
+            ceil = ceiling["checkpoint"] if ceiling else ""
+            ck = self.distilled(cell, frac, init, seed, groups, str(base) if base.is_file() else "", ceil)
+            with open(cell / "student" / "report.csv") as f:
+                rep = {r["model"]: r for r in csv.DictReader(f)}
+            teacher = {k: float(v) for k, v in rep["teacher"].items() if k not in ("model", "mean") and v != ""}
+        else:
+            raise ValueError(f"grid.methods: finetune | cosup | generalist, got {method!r}")
+        per_bone = self.evaluate(ck, cell / "eval")
+        row = {"fraction": frac, "init": init, "method": name, "seed": seed,
+               "mean_dice": float(np.mean(list(per_bone.values()))), "per_bone": per_bone, "teacher": teacher,
+               "checkpoint": str(ck.resolve()), "eval": str((cell / "eval").resolve()),
+               "wall_s": round(time.time() - t0, 1)}
+        if teacher and ceiling:
+            names = list(per_bone)
+            g = pgr([per_bone[n] for n in names], [teacher[n] for n in names], [ceiling["per_bone"][n] for n in names])
+            row["pgr"] = dict(zip(names, [None if np.isnan(v) else float(v) for v in g]))
+            row["pgr_mean"] = float(np.nanmean(g)) if np.isfinite(g).any() else None
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps(row, indent=1))
+        return row
+
+    def write(self, rows: list[dict]) -> None:
+        names = list(rows[0]["per_bone"]) if rows else []
+        with open(self.out / "results.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["fraction", "init", "method", "seed", "mean_dice", "pgr_mean", "wall_s"] + names
+                       + [f"pgr:{n}" for n in names])
+            for r in rows:
+                p = r.get("pgr") or {}
+                w.writerow([r["fraction"], r["init"], r["method"], r["seed"], f"{r['mean_dice']:.4f}",
+                            "" if r.get("pgr_mean") is None else f"{r['pgr_mean']:.4f}", r["wall_s"]]
+                           + [f"{r['per_bone'][n]:.4f}" for n in names]
+                           + ["" if p.get(n) is None else f"{p[n]:.4f}" for n in names])
+
+
+def main(argv: list[str] | None = None) -> Path:
+    argv = sys.argv[1:] if argv is None else argv
+    # study=FILE.yaml is the documented spelling of config=FILE.yaml.
+    argv = [("config=" + a.split("=", 1)[1]) if a.startswith("study=") else a for a in argv]
+    cfg = config.load(StudyConfig, argv)
+    return Study(cfg).run()
+
+
+if __name__ == "__main__":
+    main()

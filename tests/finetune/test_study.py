@@ -1,0 +1,55 @@
+"""The low-label study and the whole-pipeline demo, tiny: pretrain -> experts -> label -> distill -> evaluate ->
+report, resumable; the HTML report checked in headless Chromium."""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from conftest import ROOT, launch
+
+TINY_STUDY = ["data.phantom.people=6", "data.phantom.test_people=1", "data.phantom.size=96", "data.resolution=64",
+              "data.workers=1", "data.folds=2", "steps.pretrain=2", "steps.finetune=2", "steps.experts=2",
+              "steps.distill=2", "batch_size=2", "pretrain_args=[train.batch_size=4,views.size=32,train.workers=0]",
+              "stage_args=[loop.workers=0]", "worst_k=2"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("study")
+    cache = tmp / "cache"
+    cache.mkdir()
+    out = tmp / "demo"
+    log = launch("finetune/study.py", [f"study={ROOT / 'configs' / 'demo.yaml'}", f"out_dir={out}"] + TINY_STUDY, cache)
+    return out, cache, log
+
+
+def test_demo_runs_every_stage_and_writes_results(study):
+    out, _, log = study
+    assert "report ->" in log and (out / "report.html").is_file()
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [(r["method"], r["fraction"]) for r in rows] == [("ceiling", "1.0"), ("finetune", "0.1"), ("cosup", "0.1")]
+    assert all(0.0 <= float(r["mean_dice"]) <= 1.0 for r in rows) and rows[2]["pgr_mean"] != ""
+    assert (out / "pretrained" / "pretrain" / "encoder.safetensors").is_file() or (out / "pretrain" / "encoder.safetensors").is_file()
+    for f in ("dice_vs_fraction.png", "per_bone_heatmap.png", "pgr.png"):
+        assert (out / "figures" / f).is_file()
+
+
+def test_rerun_skips_finished_cells(study):
+    out, cache, _ = study
+    (out / "pretrained" / "cosup" / "f0.1" / "s0" / "result.json").unlink()  # as if stopped in the last cell
+    shutil.rmtree(out / "pretrained" / "cosup" / "f0.1" / "s0" / "eval")
+    log = launch("finetune/study.py", [f"study={ROOT / 'configs' / 'demo.yaml'}", f"out_dir={out}"] + TINY_STUDY, cache)
+    assert log.count("done, skipped") >= 2 and "pretrained/cosup/f0.1/s0: running" in log
+    assert json.loads((out / "pretrained" / "cosup" / "f0.1" / "s0" / "result.json").read_text())["method"] == "cosup"
+
+
+def test_report_in_a_real_browser(study):
+    from finetune.report_html import browser_check
+
+    out, _, _ = study
+    shot = out / "report.png"
+    res = browser_check(out / "report.html", shot)
+    assert res["images"] >= 5 and res["broken"] == [] and res["console_errors"] == []
+    assert shot.is_file() and shot.stat().st_size > 10_000
