@@ -92,11 +92,29 @@ def bench(accelerator, model, opt, train_ds, task, cfg, d, run_dir: Path) -> Pat
         naive_ds = NaiveFrames(d.cache, train_ds.indices, d.classes, cfg.data.resolution)
         with _fp32(accelerator):
             naive_rate, naive_wait = timed(mk(naive_ds))
+    # Data side alone, one process (no workers): what one core spends to produce a batch.
+    def data_only(ds, m=3):
+        dl = DataLoader(ds, batch_size=b, shuffle=True, drop_last=True, num_workers=0)
+        it = iter(dl)
+        next(it)
+        t0 = time.perf_counter()
+        got = 0
+        for _ in range(m):
+            try:
+                got += len(next(it)["index"])
+            except StopIteration:
+                it = iter(dl)
+        return got / (time.perf_counter() - t0)
+
+    data_cache = data_only(train_ds)
+    data_naive = data_only(NaiveFrames(d.cache, train_ds.indices, d.classes, cfg.data.resolution)) if naive_rate else None
     msg = (f"bench train {cfg.model.arch}/{cfg.model.encoder} {cfg.data.resolution}px batch {b} on {dev} "
            f"x{accelerator.num_processes} ({accelerator.mixed_precision}): end-to-end {e2e:.1f} img/s "
            f"(data wait {wait:.0%}), model-only {model_only:.1f} img/s, ratio {e2e / model_only:.0%}")
     if naive_rate:
         msg += f"; naive loop (PNG+JSON every step, fp32) {naive_rate:.1f} img/s, speed-up {e2e / naive_rate:.1f}x"
+        msg += (f"; data side on one core: cache {data_cache:.0f} img/s vs PNG+JSON {data_naive:.0f} img/s "
+                f"({data_cache / data_naive:.0f}x)")
     accelerator.print(msg)
     if accelerator.is_main_process:
         (run_dir / "bench.txt").write_text(msg + "\n")

@@ -141,3 +141,18 @@ def test_losses():
     assert kd_binary(logits, torch.sigmoid(logits), temperature=2.0).abs() < 1e-5
     assert kd_binary(logits, torch.sigmoid(-logits)) > 0.1
     assert channel_wise(logits, logits).abs() < 1e-6
+
+
+def test_two_point_five_d_on_phantom_volumes(tmp_path):
+    """A 2.5D student: 3 adjacent CT-like slices as channels, labels per voxel (data.slices=3)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    run = tmp_path / "run"
+    out = launch("finetune/train.py", ["data.phantom.people=2", "data.phantom.test_people=0", "data.phantom.size=96",
+                                       "data.phantom.volumes=true", "data.slices=3", "data.resolution=32",
+                                       "data.folds=2", "data.workers=1", "loop.steps=1", "loop.batch_size=4",
+                                       "loop.workers=0", f"run_dir={run}"], cache)
+    assert "Best performance at epoch" in out
+    from bonekit.models import read_model_meta
+
+    assert read_model_meta(run / "best.safetensors")["in_channels"] == 3

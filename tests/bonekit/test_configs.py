@@ -1,0 +1,42 @@
+"""Every shipped YAML config loads against its stage's typed schema (a typo would be an error naming the key)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bonekit import config
+from conftest import ROOT
+
+STAGES = {
+    "pretrain.yaml": ("selfsup.pretrain", "PretrainConfig"),
+    "train.yaml": ("finetune.train", "TrainConfig"),
+    "experts.yaml": ("cosup.experts", "ExpertsConfig"),
+    "distill.yaml": ("finetune.distill", "DistillConfig"),
+    "study.yaml": ("finetune.study", "StudyConfig"),
+    "demo.yaml": ("finetune.study", "StudyConfig"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_configs_load(name):
+    import importlib
+
+    mod, cls = STAGES[name]
+    schema = getattr(importlib.import_module(mod), cls)
+    cfg = config.load(schema, [f"config={ROOT / 'configs' / name}"])
+    assert cfg is not None
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "data").glob("*.yaml")))
+def test_data_configs_load_into_every_stage(path):
+    from finetune.train import TrainConfig
+
+    cfg = config.load(TrainConfig, [f"config={path}"])
+    assert cfg.data.resolution > 0
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "accelerate").glob("*.yaml")))
+def test_accelerate_configs_are_yaml(path):
+    doc = yaml.safe_load(Path(path).read_text())
+    assert doc["num_processes"] >= 1 and "distributed_type" in doc
