@@ -12,7 +12,7 @@ from bonekit.classes import palette
 
 def overlay(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, title: str = "") -> np.ndarray:
     """``image uint8 [H, W]``, ``gt, pred bool [K, H, W]`` -> RGB ``[H, 3W, 3]``: ground truth outlines | prediction
-    outlines (per-bone colours) | errors (red: missed bone, cyan: false positive)."""
+    outlines (per-bone colours) | errors (red: missed bone, cyan: false positive on background, yellow: wrong bone)."""
     cols = palette(gt.shape[0])
     if image.shape[0] < 384:  # small phantoms: enlarge (nearest) so outlines stay readable
         f = -(-384 // image.shape[0])
@@ -29,12 +29,13 @@ def overlay(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, title: str = ""
         return rgb
 
     err = np.repeat((image[..., None] * 0.6).astype(np.uint8), 3, -1)
-    miss = (gt & ~pred).any(0)
-    fp = (pred & ~gt).any(0)
-    err[miss] = (255, 40, 40)
-    err[fp] = (40, 230, 255)
+    g_any, p_any = gt.any(0), pred.any(0)
+    wrong = g_any & p_any & (gt != pred).any(0)  # bone found, but (partly) labelled as another bone
+    err[g_any & ~p_any] = (255, 40, 40)
+    err[p_any & ~g_any] = (40, 230, 255)
+    err[wrong] = (255, 220, 0)
     panels = [outlines(gt), outlines(pred), err]
-    for p, name in zip(panels, ["ground truth", "prediction", "missed (red) / false positive (cyan)"]):
+    for p, name in zip(panels, ["ground truth", "prediction", "missed (red) / false positive (cyan) / wrong bone (yellow)"]):
         cv2.putText(p, name, (8, 8 + 12 * t), cv2.FONT_HERSHEY_SIMPLEX, 0.35 * t, (255, 255, 255), max(1, t // 2), cv2.LINE_AA)
     out = np.concatenate(panels, 1)
     if title:
