@@ -10,7 +10,6 @@ the best model by validation Dice (``best.safetensors``); a non-finite loss stop
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol

@@ -25,6 +25,23 @@ def make_run_dir(run_dir: str, stage: str, accelerator) -> Path:
     return path
 
 
+def latest_run(stage: str) -> str:
+    """The newest ``runs/<stage>/<timestamp>`` folder, or "" (for ``resume=auto`` without ``run_dir``)."""
+    base = Path("runs") / stage
+    runs = sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []
+    return str(runs[-1]) if runs else ""
+
+
+def start_run(cfg, stage: str, accelerator) -> Path:
+    """Make the run folder (the same on every process) and save the resolved config in it."""
+    from bonekit import config
+
+    run_dir = make_run_dir(cfg.run_dir, stage, accelerator)
+    if accelerator.is_main_process:
+        config.save(cfg, run_dir / "config.yaml")
+    return run_dir
+
+
 class RunLog:
     """Appends metric rows to ``metrics.csv`` and TensorBoard (main process only); plots curves at the end.
 

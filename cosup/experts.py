@@ -26,7 +26,7 @@ from bonekit.config import DataConfig
 from bonekit.datasets import CachedFrames
 from bonekit.loop import LoopConfig, fit
 from bonekit.models import load_encoder, make_encoder
-from bonekit.runlog import make_run_dir
+from bonekit.runlog import latest_run, start_run
 from bonekit.segdata import setup
 from cosup import partition as P
 from finetune.task import AugConfig, ModelConfig, SupervisedTask, seg_aug_config
@@ -104,12 +104,9 @@ def plan_experts(cfg, d, accelerator) -> tuple[list[dict], dict]:
 def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(ExpertsConfig, sys.argv[1:] if argv is None else argv)
     if cfg.resume == "auto" and not cfg.run_dir:
-        runs = sorted(Path("runs/experts").glob("*")) if Path("runs/experts").is_dir() else []
-        cfg.run_dir = str(runs[-1]) if runs else ""
+        cfg.run_dir = latest_run("experts")
     accelerator = make_accelerator(cfg.precision)
-    run_dir = make_run_dir(cfg.run_dir, "experts", accelerator)
-    if accelerator.is_main_process:
-        config.save(cfg, run_dir / "config.yaml")
+    run_dir = start_run(cfg, "experts", accelerator)
     d = setup(cfg.data, accelerator, cfg.labels.fraction, cfg.labels.seed, cfg.eval_resolution)
     experts, shard_info = plan_experts(cfg, d, accelerator)
     accelerator.print(f"{len(experts)} experts ({cfg.partition.by}) on {len(d.labelled)} labelled frames: "

@@ -31,7 +31,7 @@ from bonekit.losses import channel_wise, confidence, kd_binary, segmentation_los
 from bonekit.loop import LoopConfig, fit, validate
 from bonekit.metrics import summarise
 from bonekit.models import load_model
-from bonekit.runlog import make_run_dir
+from bonekit.runlog import latest_run, start_run
 from bonekit.seg_augment import augment
 from bonekit.segdata import setup
 from cosup.label import make_targets, open_targets, shard_centroids
@@ -157,12 +157,9 @@ def main(argv: list[str] | None = None) -> Path:
     # The student sees the same data, folds and label subset as the experts.
     cfg.data = OmegaConf.merge(cfg.data, {k: v for k, v in manifest["data"].items() if k != "resolution"})
     if cfg.resume == "auto" and not cfg.run_dir:
-        runs = sorted(Path("runs/distill").glob("*")) if Path("runs/distill").is_dir() else []
-        cfg.run_dir = str(runs[-1]) if runs else ""
+        cfg.run_dir = latest_run("distill")
     accelerator = make_accelerator(cfg.precision)
-    run_dir = make_run_dir(cfg.run_dir, "distill", accelerator)
-    if accelerator.is_main_process:
-        config.save(cfg, run_dir / "config.yaml")
+    run_dir = start_run(cfg, "distill", accelerator)
     lab = manifest["labels"]
     d = setup(cfg.data, accelerator, lab["fraction"], lab["seed"], cfg.eval_resolution)
     if sorted(d.labelled.tolist()) != sorted(manifest["labelled"]) or len(d.cache) != len(manifest["train"]) + len(manifest["val"]):

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from bonekit import config
 from bonekit.cache import resize_image
 from bonekit.data import resolve_root
 from bonekit.config import DataConfig

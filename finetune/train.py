@@ -24,7 +24,7 @@ from bonekit.datasets import CachedFrames
 from bonekit.distributed import sync_batchnorm
 from bonekit.loop import LoopConfig, fit
 from bonekit.models import load_encoder, make_optimizer, make_segmenter
-from bonekit.runlog import make_run_dir
+from bonekit.runlog import start_run
 from bonekit.segdata import setup
 from finetune.task import AugConfig, ModelConfig, SupervisedTask, seg_aug_config
 
@@ -85,9 +85,7 @@ def main(argv: list[str] | None = None) -> Path:
     set_seed(cfg.loop.seed)
     if cfg.loop.batch_size % accelerator.num_processes:
         raise ValueError(f"loop.batch_size={cfg.loop.batch_size} must divide by {accelerator.num_processes} processes")
-    run_dir = make_run_dir(cfg.run_dir, "train", accelerator)
-    if accelerator.is_main_process:
-        config.save(cfg, run_dir / "config.yaml")
+    run_dir = start_run(cfg, "train", accelerator)
     d = setup(cfg.data, accelerator, cfg.labels.fraction, cfg.labels.seed, cfg.eval_resolution)
     k = len(d.classes)
     if cfg.class_weights and len(cfg.class_weights) != k:

@@ -29,7 +29,7 @@ from bonekit.datasets import CachedFrames, epoch_order
 from bonekit.distributed import sync_batchnorm
 from bonekit.formats import discover
 from bonekit.models import make_encoder, make_optimizer, save_encoder
-from bonekit.runlog import Progress, RunLog, make_run_dir
+from bonekit.runlog import Progress, RunLog, start_run
 from bonekit.schedule import momentum_at, warmup_cosine
 from selfsup.methods import METHODS
 
@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> Path:
         raise ValueError(f"method.name={cfg.method.name!r} is not one of {sorted(METHODS)}")
     if cfg.train.batch_size % accelerator.num_processes:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} must divide by {accelerator.num_processes} processes")
-    run_dir = make_run_dir(cfg.run_dir, "pretrain", accelerator)
-    if accelerator.is_main_process:
-        config.save(cfg, run_dir / "config.yaml")
+    run_dir = start_run(cfg, "pretrain", accelerator)
 
     # Data: uint8 frames from the cache; views are made on the device.
     cache = load_frames(cfg, accelerator)

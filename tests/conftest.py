@@ -6,7 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 

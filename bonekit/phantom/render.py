@@ -33,6 +33,15 @@ class View:
         # float32 halves memory traffic; chords of a few cm keep ~1e-6 relative precision.
         return x[None, :], y[:, None]
 
+    def region(self, prims: list[Ellipsoid]):
+        """(rows slice, cols slice, x, y) of the pixels the projections of ``prims`` can touch; None if none."""
+        b = self.box(prims)
+        if b is None:
+            return None
+        r0, r1, c0, c1 = b
+        x, y = self.grid(r0, r1, c0, c1)
+        return slice(r0, r1), slice(c0, c1), x, y
+
     def box(self, prims: list[Ellipsoid]) -> tuple[int, int, int, int] | None:
         """Pixel bounding box (r0, r1, c0, c1) of the projections of ``prims``, clipped; None if outside."""
         lo = np.min([e.center - e.half_extent() for e in prims], 0)
@@ -63,37 +72,34 @@ def project(hand: Hand, view: View, n_classes: int) -> tuple[np.ndarray, np.ndar
     # Soft tissue: the envelope pieces overlap little; their chords are combined by maximum, not summed.
     tissue = np.zeros((s, s))
     for e in hand.tissue:
-        b = view.box([e])
-        if b is None:
+        reg = view.region([e])
+        if reg is None:
             continue
-        r0, r1, c0, c1 = b
-        x, y = view.grid(r0, r1, c0, c1)
+        rs, cs, x, y = reg
         lo, hi = chord_interval(e, x, y)
-        np.maximum(tissue[r0:r1, c0:c1], hi - lo, out=tissue[r0:r1, c0:c1])
+        np.maximum(tissue[rs, cs], hi - lo, out=tissue[rs, cs])
     att += MU["tissue"] * tissue
     for bone in hand.bones:
-        b = view.box(bone.outer)
-        if b is None:
+        reg = view.region(bone.outer)
+        if reg is None:
             continue
-        r0, r1, c0, c1 = b
-        x, y = view.grid(r0, r1, c0, c1)
+        rs, cs, x, y = reg
         outer = _union_chord(bone.outer, x, y)
         inner = _union_chord(bone.inner, x, y) if bone.inner else 0.0
         extra = (MU["cortex"] - MU["tissue"]) * outer - (MU["cortex"] - MU["marrow"]) * inner
         for p in bone.plates:  # open growth plates: cartilage, close to soft tissue
             lo, hi = chord_interval(p, x, y)
             extra -= 0.6 * (MU["marrow"] - MU["tissue"]) * (hi - lo)
-        att[r0:r1, c0:c1] += np.maximum(extra, 0.0)
-        labels[bone.label, r0:r1, c0:c1] |= outer > 0
+        att[rs, cs] += np.maximum(extra, 0.0)
+        labels[bone.label, rs, cs] |= outer > 0
     for outer_e, inner_e in hand.metal:
-        b = view.box([outer_e])
-        if b is None:
+        reg = view.region([outer_e])
+        if reg is None:
             continue
-        r0, r1, c0, c1 = b
-        x, y = view.grid(r0, r1, c0, c1)
+        rs, cs, x, y = reg
         lo, hi = chord_interval(outer_e, x, y)
         li, hi2 = chord_interval(inner_e, x, y)
-        att[r0:r1, c0:c1] += MU["metal"] * np.maximum((hi - lo) - (hi2 - li), 0)
+        att[rs, cs] += MU["metal"] * np.maximum((hi - lo) - (hi2 - li), 0)
     return att.astype(np.float32), labels
 
 

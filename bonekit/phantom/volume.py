@@ -28,30 +28,28 @@ def voxelise(hand: Hand, view: View, n_classes: int, z_range: tuple[float, float
     z = zs[:, None, None]
     tissue = np.zeros((d, s, s), bool)
     for e in hand.tissue:
-        b = view.box([e])
-        if b is None:
+        reg = view.region([e])
+        if reg is None:
             continue
-        r0, r1, c0, c1 = b
-        x, y = view.grid(r0, r1, c0, c1)
-        tissue[:, r0:r1, c0:c1] |= inside(e, x[None], y[None], z)
+        rs, cs, x, y = reg
+        tissue[:, rs, cs] |= inside(e, x[None], y[None], z)
     mu[tissue] = MU["tissue"]
     for bone in hand.bones:
-        b = view.box(bone.outer)
-        if b is None:
+        reg = view.region(bone.outer)
+        if reg is None:
             continue
-        r0, r1, c0, c1 = b
-        x, y = view.grid(r0, r1, c0, c1)
+        rs, cs, x, y = reg
         x, y = x[None], y[None]
-        outer = np.zeros((d, r1 - r0, c1 - c0), bool)
+        outer = np.zeros((d, rs.stop - rs.start, cs.stop - cs.start), bool)
         for e in bone.outer:
             outer |= inside(e, x, y, z)
         marrow = np.zeros_like(outer)
         for e in bone.inner:
             marrow |= inside(e, x, y, z)
-        region = mu[:, r0:r1, c0:c1]
+        region = mu[:, rs, cs]
         region[outer] = MU["cortex"]
         region[marrow & outer] = MU["marrow"]
-        labels[bone.label, :, r0:r1, c0:c1] |= outer
+        labels[bone.label, :, rs, cs] |= outer
     return mu, labels
 
 

@@ -9,7 +9,6 @@ from bonekit.formats.images import find_xrays, read_dicom, read_raster, read_xra
 
 
 def _dicom(path, arr, photometric="MONOCHROME2", slope=1.0, intercept=0.0, window=None):
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 

@@ -2,7 +2,6 @@
 against a numpy recomputation, submission CSV round trip, voting, losses, bad inputs."""
 
 import csv
-import json
 
 import numpy as np
 import pandas as pd
