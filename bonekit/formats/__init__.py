@@ -12,7 +12,7 @@ import numpy as np
 from bonekit.errors import DataError
 from bonekit.formats import coco, competition, maskdir
 from bonekit.formats.competition import Record
-from bonekit.formats.images import find_xrays, read_raster_u8
+from bonekit.formats.images import find_xrays, kind_of, read_raster_u8, read_xray
 
 __all__ = ["Record", "discover", "load_image", "load_mask", "competition", "coco", "maskdir"]
 
@@ -31,6 +31,9 @@ def discover(root: str | Path, labels: str = "required") -> list[Record]:
         return competition.scan(root / "train", labels)
     if (root / "images").is_dir() and (root / "masks").is_dir() and labels != "ignore":
         return maskdir.scan(root)
+    if labels == "ignore":  # raw X-rays: radiographs (PNG/JPEG/TIFF/DICOM) and volumes (NIfTI), recursively
+        return [Record(p, None, person=p.parent.name, kind="volume" if kind_of(p) == "nifti" else "none")
+                for p in find_xrays(root) if not p.name.endswith("_label.nii")]
     vols = sorted(p for p in root.glob("*.nii") if not p.name.endswith("_label.nii"))
     if vols:  # phantom-style volumes: <name>.nii + <name>_label.nii (class words)
         recs = []
@@ -41,14 +44,17 @@ def discover(root: str | Path, labels: str = "required") -> list[Record]:
             recs.append(Record(v, lab if lab.is_file() and labels != "ignore" else None,
                                person=v.stem.split("_")[0], side=v.stem.split("_")[-1], kind="volume"))
         return recs
-    if labels == "ignore":
-        return [Record(p, None, person=p.parent.name, kind="none") for p in find_xrays(root)]
     raise DataError(root, "no labelled layout found (competition DCM/ + outputs_json/, COCO .json, images/ + masks/)")
 
 
 def load_image(rec: Record) -> np.ndarray:
-    """``uint8 [H, W]`` for a radiograph record."""
-    return read_raster_u8(rec.image)
+    """``uint8 [H, W]`` for a radiograph record (PNG/JPEG/TIFF at 8 or 16 bits, or DICOM)."""
+    if kind_of(rec.image) == "raster":
+        return read_raster_u8(rec.image)
+    img = read_xray(rec.image)
+    if img.ndim != 2:
+        raise DataError(rec.image, f"expected a 2D radiograph, got shape {img.shape}")
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
 
 
 def load_mask(rec: Record, height: int, width: int, classes: list[str]) -> np.ndarray | None:

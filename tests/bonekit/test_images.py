@@ -71,3 +71,23 @@ def test_skip_bad_in_cache(tmp_path):
         cache.build(recs, 8, ["a"], tmp_path / "c", workers=1, progress=False)
     c = cache.build(recs, 8, ["a"], tmp_path / "c", workers=1, skip_bad=True, progress=False)
     assert len(c) == 2
+
+
+def test_raw_folder_mixes_png_dicom_and_nifti_in_the_cache(tmp_path):
+    """Pretraining input: a folder of mixed raw X-rays goes through the cache (labels ignored)."""
+    import nibabel as nib
+
+    from bonekit import cache
+    from bonekit.formats import discover
+
+    raw = tmp_path / "raw"
+    (raw / "a").mkdir(parents=True)
+    cv2.imwrite(str(raw / "a" / "x.png"), np.full((16, 16), 200, np.uint8))
+    _dicom(raw / "a" / "y.dcm", np.arange(256, dtype=np.uint16).reshape(16, 16) * 16, "MONOCHROME1")
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((16, 16, 5)).astype(np.float32), np.eye(4)), str(raw / "v.nii"))
+    recs = discover(raw, labels="ignore")
+    assert sorted(r.kind for r in recs) == ["none", "none", "volume"]
+    c = cache.build(recs, 8, ["a"], tmp_path / "c", workers=1, progress=False)
+    assert len(c) == 1 + 1 + 5 and c.masks is None
+    dcm = [i for i, f in enumerate(c.frames) if f["image"].endswith("y.dcm")][0]
+    assert c.images[dcm][0, 0] > c.images[dcm][-1, -1]  # MONOCHROME1: low raw values are bright
