@@ -73,6 +73,13 @@ class TrainConfig:
 
 
 @dataclass
+class ProbeConfig:
+    every: int = 0  # steps between probes (0 = off); also probed before the first step and at the end
+    images: int = 8  # labelled images to fit the 1x1 head on, and as many to score it on
+    steps: int = 60
+
+
+@dataclass
 class PretrainConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(resolution=128))
     splits: list[str] = field(default_factory=lambda: ["train", "test"])  # phantom splits used (labels ignored)
@@ -85,6 +92,7 @@ class PretrainConfig:
     compile: bool = False
     run_dir: str = ""
     resume: str = ""  # "" | auto | path to a checkpoint folder
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     bench: bool = False
     bench_steps: int = 10
 
@@ -103,6 +111,33 @@ def load_frames(cfg, accelerator):
                       cfg.data.cache_dir or None, workers=cfg.data.workers, skip_bad=cfg.data.skip_bad,
                       progress=accelerator.is_main_process)
     return cache
+
+
+def make_probe(cfg, accelerator):
+    """A function encoder -> probe Dice on the phantom's (or data.root's) labelled images; None when off.
+
+    Runs on the main process only (other processes get NaN): it is a yardstick, not part of the training."""
+    if cfg.probe.every <= 0:
+        return None
+    from omegaconf import OmegaConf
+
+    from selfsup.probe import probe
+
+    classes = list(OmegaConf.to_container(cfg.data.classes))
+    with accelerator.main_process_first():
+        recs = discover(resolve_root(OmegaConf.merge(cfg.data, {"slices": 1}), "train"), labels="required")
+        recs = recs[: 2 * cfg.probe.images]
+        lab = build(recs, cfg.data.resolution, classes, cfg.data.cache_dir or None, workers=cfg.data.workers,
+                    progress=False)
+    n = len(lab) // 2
+    train, test = list(range(n)), list(range(n, 2 * n))
+
+    def run(encoder) -> float:
+        if not accelerator.is_main_process:
+            return float("nan")
+        return probe(encoder, lab, train, test, len(classes), accelerator.device, cfg.probe.steps)
+
+    return run
 
 
 def view_config(v) -> ViewConfig:
@@ -201,7 +236,11 @@ def main(argv: list[str] | None = None) -> Path:
     if cfg.bench:
         return bench(cfg, accelerator, loader_from, train_step, make_inputs, run_dir)
 
+    run_probe = make_probe(cfg, accelerator)
+
     model.train()
+    if run_probe and start == 0:
+        log.log(0, probe_dice=run_probe(accelerator.unwrap_model(model).encoder))
     prog = Progress(total, start, f"pretrain {cfg.method.name}", accelerator.is_local_main_process)
     epoch, it = loader_from(start)
     step = start
@@ -217,6 +256,10 @@ def main(argv: list[str] | None = None) -> Path:
         if step % cfg.train.log_every == 0 or step == total:
             log.log(step, loss=mean_loss, lr=warmup_cosine(step - 1, total, cfg.train.lr, cfg.train.warmup),
                     images_per_s=prog.rate, data_wait=prog.wait_share)
+        if run_probe and (step % cfg.probe.every == 0 or step == total):
+            d = run_probe(accelerator.unwrap_model(model).encoder)
+            log.log(step, probe_dice=d)
+            accelerator.print(f"\nprobe at step {step}: frozen encoder + 1x1 head, Dice {d:.4f}")
         if step % cfg.train.save_every == 0 or step == total:
             log.flush()
             checkpoint.save(accelerator, run_dir, step, config.to_dict(cfg))
@@ -227,6 +270,8 @@ def main(argv: list[str] | None = None) -> Path:
         save_encoder(run_dir / "encoder.safetensors", accelerator.unwrap_model(model).encoder, cfg.encoder,
                      cfg.data.slices, extra={"method": cfg.method.name, "steps": step})
         log.plot(["loss"], run_dir / "loss.png", f"{cfg.method.name} / {cfg.encoder}")
+        if run_probe:
+            log.plot(["probe_dice"], run_dir / "probe.png", "probe: frozen encoder + 1x1 head, Dice")
         log.close()
         print(f"pretraining: {step} steps, {prog.rate:.1f} img/s, data wait {prog.wait_share:.0%}; "
               f"encoder -> {run_dir / 'encoder.safetensors'}")

@@ -54,7 +54,7 @@ def _weights(run):
 
 def _losses(run):
     with open(run / "metrics.csv") as f:
-        return [float(r["loss"]) for r in csv.DictReader(f)]
+        return [float(r["loss"]) for r in csv.DictReader(f) if r.get("loss")]
 
 
 def test_entry_script_resume_and_strict_smp_load(tmp_path):
@@ -62,8 +62,11 @@ def test_entry_script_resume_and_strict_smp_load(tmp_path):
     cache.mkdir()
     common = ARGS + ["train.steps=4", "train.save_every=2", "train.log_every=1"]
     full = tmp_path / "full"
-    launch("selfsup/pretrain.py", common + [f"run_dir={full}"], cache)
+    out = launch("selfsup/pretrain.py", common + [f"run_dir={full}", "probe.every=4", "probe.images=2", "probe.steps=3"], cache)
     assert (full / "loss.png").is_file() and (full / "config.yaml").is_file() and (full / "tb").is_dir()
+    assert "probe at step 4" in out and (full / "probe.png").is_file()
+    probes = [float(r["probe_dice"]) for r in csv.DictReader(open(full / "metrics.csv")) if r.get("probe_dice")]
+    assert len(probes) == 2 and all(0.0 <= p <= 1.0 for p in probes)
     split = tmp_path / "split"
     launch("selfsup/pretrain.py", common + [f"run_dir={split}", "train.stop_at_step=2"], cache)
     out = launch("selfsup/pretrain.py", common + [f"run_dir={split}", "resume=auto"], cache)
