@@ -25,6 +25,7 @@ from bonekit.metrics import DiceTable, counts_from_logits, format_per_class, sum
 from bonekit.models import save_model
 from bonekit.runlog import Progress, RunLog
 from bonekit.schedule import warmup_cosine
+from bonekit.tiles import sliding_window
 
 
 @dataclass
@@ -93,7 +94,7 @@ class PairedFrames(Dataset):
 
 @torch.no_grad()
 def validate(accelerator, model, loader, n_classes: int, out_classes: list[int], threshold=0.5,
-             channels_last: bool = False) -> np.ndarray:
+             channels_last: bool = False, tile: int = 0) -> np.ndarray:
     """Dice ``[N, K_out]`` per (image, class) at the label resolution, counted on the device."""
     model.eval()
     table = DiceTable()
@@ -102,7 +103,7 @@ def validate(accelerator, model, loader, n_classes: int, out_classes: list[int],
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with accelerator.autocast():
-            logits = model(x)
+            logits = sliding_window(model, x, tile) if tile else model(x)
         target = unpack(batch["words"], n_classes)[:, out_classes]
         # Upsampling and thresholding at the label's resolution happen one image at a time to bound memory.
         rows = [torch.stack(counts_from_logits(logits[i : i + 1].float(), target[i : i + 1], threshold), 1)
@@ -151,7 +152,7 @@ def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, 
 
     def run_validation(step: int) -> None:
         dice = validate(accelerator, model, val_loader, len(class_names), task.out_classes,
-                        channels_last=cuda and cfg.channels_last)
+                        channels_last=cuda and cfg.channels_last, tile=getattr(task, "crop", 0))
         per_class, mean = summarise(dice)
         epoch = step // steps_per_epoch
         log.log(step, val_dice=mean)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from bonekit.errors import DataError
 from bonekit.models import load_model
+from bonekit.tiles import sliding_window
 
 
 class Predictor:
@@ -63,11 +64,13 @@ class Predictor:
         return int(self.metas[0].get("resolution", 512))
 
     @torch.no_grad()
-    def _logits(self, model, x):
+    def _logits(self, model, x, tile: int = 0):
+        """Logits of one model (sliding window over the image when it was trained on crops; optional flip TTA)."""
+        run = lambda t: sliding_window(model, t, tile).float()  # noqa: E731
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-            out = model(x).float()
+            out = run(x)
             if self.tta == "hflip":
-                out = 0.5 * (out + torch.flip(model(torch.flip(x, dims=[-1])).float(), dims=[-1]))
+                out = 0.5 * (out + torch.flip(run(torch.flip(x, dims=[-1])), dims=[-1]))
         return out
 
     @torch.no_grad()
@@ -75,8 +78,8 @@ class Predictor:
         """``x [1, C, R, R]`` float in [0, 1] -> per-model probabilities ``[K, H, W]`` at ``size``, one at a time
         upsampled bilinearly (the competition's convention: logits upsampled, then sigmoid)."""
         out = []
-        for m in self.models:
-            lg = self._logits(m, x.to(self.device))
+        for m, meta in zip(self.models, self.metas):
+            lg = self._logits(m, x.to(self.device), int(meta.get("crop", 0)))
             lg = F.interpolate(lg, size=size, mode="bilinear", align_corners=False)
             out.append(torch.sigmoid(lg[0]))
         return out

@@ -13,6 +13,7 @@ from bonekit.cache import unpack
 from bonekit.classes import SMALL_BONES
 from bonekit.losses import segmentation_loss
 from bonekit.seg_augment import SegAugConfig, augment
+from bonekit.tiles import random_crop
 
 
 @dataclass
@@ -68,19 +69,21 @@ class SupervisedTask:
     """Targets: the ground truth of ``out_classes``. Loss: ``loss`` (bce_dice default), per-class weights."""
 
     def __init__(self, n_classes: int, out_classes: list[int], aug: SegAugConfig, loss: str = "bce_dice",
-                 class_weights: list[float] | None = None, clahe_p: float = 0.0):
+                 class_weights: list[float] | None = None, clahe_p: float = 0.0, crop: int = 0):
         self.n_classes = n_classes
         self.out_classes = out_classes
         self.aug = aug
         self.loss_fn = segmentation_loss(loss)
         self.weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.clahe_p = clahe_p
+        self.crop = crop  # train on random crops of this size (0: the whole image)
 
     def inputs(self, batch, keys, step):
         img = clahe(batch["image"], keys, self.clahe_p)
         x = img.float().div_(255)
         y = unpack(batch["words"], self.n_classes)[:, self.out_classes].to(x.device).float()
         x, y, _ = augment(x, y, keys, self.aug)
+        x, y, _ = random_crop(x, y, keys, self.crop)
         return x, {"mask": y}
 
     def loss(self, logits, targets, step):

@@ -46,6 +46,7 @@ class TrainConfig:
     loss: str = "bce_dice"  # bce_dice | bce | dice | focal | jaccard | focal_dice
     class_weights: list[float] = field(default_factory=list)  # one per class, or empty
     eval_resolution: int = 0  # 0: each label's own resolution (2048 for competition data)
+    crop: int = 0  # train on random crops of this size, infer with a sliding window (0: whole image)
     precision: str = "auto"  # auto (bf16 on GPU) | bf16 | fp16 | no
     run_dir: str = ""
     resume: str = ""  # "" | auto | checkpoint folder
@@ -94,11 +95,11 @@ def main(argv: list[str] | None = None) -> Path:
                       f"{len(d.pool)} in the unlabelled pool), {len(d.val_idx)} validation frames")
     train_ds = CachedFrames(d.cache, d.labelled, cfg.data.slices)
     task = SupervisedTask(k, list(range(k)), seg_aug_config(cfg.aug, d.classes), cfg.loss,
-                          list(cfg.class_weights) or None, cfg.aug.clahe_p)
+                          list(cfg.class_weights) or None, cfg.aug.clahe_p, cfg.crop)
     model = build_model(cfg.model, cfg.data.slices, k, accelerator.device)
     model, opt = prepare(accelerator, model, cfg.loop)
     meta = {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "in_channels": cfg.data.slices,
-            "classes": d.classes, "resolution": cfg.data.resolution, "config": config.to_dict(cfg)}
+            "classes": d.classes, "resolution": cfg.data.resolution, "crop": cfg.crop, "config": config.to_dict(cfg)}
     if cfg.bench:
         from finetune.bench import bench
 

@@ -150,8 +150,21 @@ def test_two_point_five_d_on_phantom_volumes(tmp_path):
     out = launch("finetune/train.py", ["data.phantom.people=2", "data.phantom.test_people=0", "data.phantom.size=96",
                                        "data.phantom.volumes=true", "data.slices=3", "data.resolution=32",
                                        "data.folds=2", "data.workers=1", "loop.steps=1", "loop.batch_size=4",
-                                       "loop.workers=0", f"run_dir={run}"], cache)
-    assert "Best performance at epoch" in out
+                                       "loop.workers=0", "crop=16", f"run_dir={run}"], cache)
+    assert "Best performance at epoch" in out  # trained on 16 px crops, validated with a sliding window
     from bonekit.models import read_model_meta
 
     assert read_model_meta(run / "best.safetensors")["in_channels"] == 3
+
+
+def test_sliding_window_equals_whole_image_for_a_pointwise_model():
+    from bonekit.tiles import random_crop, sliding_window
+
+    conv = torch.nn.Conv2d(1, 3, 1)
+    x = torch.rand(2, 1, 50, 70)
+    assert torch.allclose(sliding_window(conv, x, 32, 0.25), conv(x), atol=1e-5)  # tiles stitch back exactly
+    y = torch.rand(2, 3, 50, 70)
+    cx, cy, _ = random_crop(x, y, [(0, 0, 1), (0, 0, 2)], 16)
+    assert cx.shape == (2, 1, 16, 16) and cy.shape == (2, 3, 16, 16)
+    cx2, _, _ = random_crop(x, y, [(0, 0, 1), (0, 0, 2)], 16)
+    assert torch.equal(cx, cx2)  # keyed: the same window again
