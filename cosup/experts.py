@@ -43,6 +43,10 @@ class PartitionConfig:
     levels: int = 1  # hierarchical: 1 -> 2 shards, 2 -> 4
     meta_field: str = "sex"  # meta: sex | age | side
     embed_encoder: str = ""  # encoder.safetensors for the embeddings ("" = model.init, else a random encoder)
+    crop_groups: list[str] = field(default_factory=list)  # bones: groups that get a region-crop expert, e.g. [carpals]
+    crop_source: int = 0  # resolution the crops are cut from (0: 4x data.resolution, at most the labels' own)
+    crop_size: int = 0  # the crop expert's input size (0: data.resolution)
+    crop_margin: float = 0.15
 
 
 @dataclass
@@ -101,6 +105,64 @@ def plan_experts(cfg, d, accelerator) -> tuple[list[dict], dict]:
     return experts, shard_info
 
 
+def train_crop_experts(cfg, d, results: list[dict], run_dir: Path, accelerator) -> list[dict] | None:
+    """For each group of ``partition.crop_groups``: an expert on square crops around its bones, cut from a cache at
+    a higher resolution. The group's whole-image expert becomes its coarse locator for unlabelled images."""
+    from bonekit.cache import build
+    from bonekit.formats import discover
+    from cosup.crops import CropFrames
+
+    if cfg.partition.by != "bones":
+        raise ValueError("partition.crop_groups needs partition.by=bones")
+    native = max(f["height"] for f in d.cache.frames)
+    src_res = cfg.partition.crop_source or min(4 * cfg.data.resolution, native)
+    size = cfg.partition.crop_size or cfg.data.resolution
+    with accelerator.main_process_first():
+        source = build(discover(d.root, labels="required"), src_res, d.classes, cfg.data.cache_dir or None,
+                       workers=cfg.data.workers, progress=accelerator.is_main_process)
+    lookup = {c: i for i, c in enumerate(d.classes)}
+    by_name = {r["name"]: r for r in results}
+    for g in cfg.partition.crop_groups:
+        if g not in by_name:
+            raise ValueError(f"partition.crop_groups names {g!r}, not one of the experts {sorted(by_name)}")
+        coarse = by_name[g]
+        out = [lookup[c] for c in coarse["classes"]]
+        edir = run_dir / "experts" / f"{g}-crop"
+        if not (edir / "last.safetensors").is_file():
+            acc = make_accelerator(cfg.precision)
+            set_seed(cfg.loop.seed + 7)
+            model, opt = prepare(acc, build_model(cfg.model, cfg.data.slices, len(out), acc.device), cfg.loop)
+            ds = CropFrames(source, d.labelled.tolist(), out, len(d.classes), size, cfg.partition.crop_margin,
+                            cfg.data.slices)
+            task = SupervisedTask(len(d.classes), out, seg_aug_config(cfg.aug, d.classes), cfg.loss, None, 0.0)
+            meta = {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "in_channels": cfg.data.slices,
+                    "classes": coarse["classes"], "resolution": size, "config": config.to_dict(cfg),
+                    "expert": f"{g}-crop"}
+            res = fit(acc, model, opt, ds, None, task, cfg.loop, edir, checkpoint.latest(edir) if cfg.resume else None,
+                      d.classes, meta, config.to_dict(cfg))
+            if res.steps < cfg.loop.steps:
+                return None
+        # Scored like the others: on whole validation images, the box found by the coarse expert.
+        from torch.utils.data import DataLoader
+
+        from bonekit.loop import validate
+        from bonekit.metrics import summarise
+        from bonekit.models import load_model
+        from cosup.crops import CropModule
+
+        fine = load_model(edir / "last.safetensors")[0].to(accelerator.device).eval()
+        loc = load_model(coarse["checkpoint"])[0].to(accelerator.device).eval()
+        per_class, mean = summarise(validate(accelerator, CropModule(loc, fine, size, cfg.partition.crop_margin),
+                                             DataLoader(d.val, batch_size=cfg.loop.val_batch_size), len(d.classes), out))
+        accelerator.print(f"expert {g}-crop: {size}px crops cut from {src_res}px, located by the {g} expert: "
+                          f"validation Dice {mean:.4f} (whole-image {g} expert: {coarse['val_dice']:.4f})")
+        by_name[g] = {**coarse, "name": f"{g}-crop", "checkpoint": str((edir / "last.safetensors").resolve()),
+                      "val_dice": mean, "val_per_class": per_class.tolist(),
+                      "crop": {"coarse": coarse["checkpoint"], "source_cache": str(source.root), "size": size,
+                               "margin": cfg.partition.crop_margin}}
+    return [by_name[r["name"]] for r in results]
+
+
 def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(ExpertsConfig, sys.argv[1:] if argv is None else argv)
     if cfg.resume == "auto" and not cfg.run_dir:
@@ -142,6 +204,10 @@ def main(argv: list[str] | None = None) -> Path:
             (edir / "result.json").write_text(json.dumps(r, indent=1))
         results.append(r)
         del model, opt
+    if cfg.partition.crop_groups:
+        results = train_crop_experts(cfg, d, results, run_dir, accelerator)
+        if results is None:
+            return run_dir
     manifest = {
         "partition": cfg.partition.by, "classes": d.classes, "experts": results,
         "labelled": d.labelled.tolist(), "pool": d.pool.tolist(), "val": d.val_idx.tolist(),

@@ -80,7 +80,7 @@ def make_targets(manifest: dict, out_dir: Path, student_path: str = "", min_keep
     for i in tqdm(range(0, len(pool), batch), desc="label pool", unit="batch", disable=not progress):
         fr = pool[i : i + batch]
         x = torch.from_numpy(np.stack([cache.stack(f, slices // 2) for f in fr])).to(device).float().div(255)
-        t = teachers.predict(x, shards[i : i + batch] if shards else None)
+        t = teachers.predict(x, shards[i : i + batch] if shards else None, frames=fr)
         targets[i : i + len(fr)] = (t * 255).round().byte().cpu().numpy()
         if student is not None:
             s = torch.sigmoid(student(x).float()) > 0.5

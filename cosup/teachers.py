@@ -32,18 +32,36 @@ class Teachers:
         self.device = device
         lookup = {c: i for i, c in enumerate(self.classes)}
         self.experts = []
-        for e in manifest["experts"]:
+        self.crops = {}  # expert number -> (coarse model, crop size, margin, source cache)
+        for n, e in enumerate(manifest["experts"]):
             m, meta = load_model(e["checkpoint"])
             self.experts.append((m.to(device).eval(), [lookup[c] for c in meta["classes"]], e.get("shard")))
+            if e.get("crop"):
+                from bonekit.cache import Cache
+
+                c = e["crop"]
+                coarse, _ = load_model(c["coarse"])
+                self.crops[n] = (coarse.to(device).eval(), c["size"], c["margin"], Cache.open(c["source_cache"]))
 
     @torch.no_grad()
-    def predict(self, x: torch.Tensor, shards: list[int] | None = None) -> torch.Tensor:
-        """``x [B, C, R, R]`` float -> teacher probabilities ``[B, K, R, R]``."""
+    def predict(self, x: torch.Tensor, shards: list[int] | None = None, frames: list[int] | None = None) -> torch.Tensor:
+        """``x [B, C, R, R]`` float -> teacher probabilities ``[B, K, R, R]``. ``frames`` (cache frame numbers) let
+        crop experts cut their crops from the higher-resolution source; without them crops come from ``x``."""
+        from cosup.crops import crop_predict
+
         b = x.shape[0]
         out = torch.zeros(b, len(self.classes), *x.shape[-2:], device=x.device)
         if self.partition == "bones":
-            for m, ch, _ in self.experts:
-                out[:, ch] = torch.sigmoid(m(x).float())
+            for n, (m, ch, _) in enumerate(self.experts):
+                if n in self.crops:
+                    coarse, size, margin, src = self.crops[n]
+                    sources = None
+                    if frames is not None:
+                        k = x.shape[1] // 2
+                        sources = [torch.from_numpy(src.stack(int(f), k)).to(x.device).float().div(255) for f in frames]
+                    out[:, ch] = crop_predict(coarse, m, x, size, margin, sources)
+                else:
+                    out[:, ch] = torch.sigmoid(m(x).float())
             return out
         if shards is None:
             raise ValueError("shard experts need a shard per image")

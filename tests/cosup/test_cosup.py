@@ -24,14 +24,17 @@ def experts(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cosup")
     cache = tmp / "cache"
     cache.mkdir()
-    launch("cosup/experts.py", ARGS + ["loop.steps=2", f"run_dir={tmp / 'experts'}"], cache)
+    launch("cosup/experts.py", ARGS + ["loop.steps=2", "partition.crop_groups=[carpals]", f"run_dir={tmp / 'experts'}"],
+           cache)
     return tmp, cache
 
 
 def test_experts_own_their_bones(experts):
     tmp, _ = experts
     m = json.loads((tmp / "experts" / "experts.json").read_text())
-    assert [e["name"] for e in m["experts"]] == ["fingers", "carpals", "forearm"]
+    assert [e["name"] for e in m["experts"]] == ["fingers", "carpals-crop", "forearm"]
+    crop = m["experts"][1]["crop"]
+    assert crop["coarse"].endswith("carpals/best.safetensors") and crop["size"] == 64
     from bonekit.models import read_model_meta
 
     for e in m["experts"]:
@@ -60,7 +63,7 @@ def test_label_then_distill_with_resume_across_rounds(experts):
     keep = np.load(tmp / "full" / "round1" / "targets" / "keep.npy")
     assert keep.mean() < 1.0  # round 1 had a student: denoising ignored some (image, bone) targets
     report = (tmp / "full" / "report.md").read_text()
-    assert "| teacher |" in report and "| student |" in report and "expert:carpals" in report
+    assert "| teacher |" in report and "| student |" in report and "expert:carpals-crop" in report
 
 
 class Const(nn.Module):
@@ -74,7 +77,7 @@ class Const(nn.Module):
 
 def test_no_expert_supervises_a_bone_it_does_not_own():
     t = Teachers.__new__(Teachers)
-    t.classes, t.partition = ["a", "b", "c"], "bones"
+    t.classes, t.partition, t.crops = ["a", "b", "c"], "bones", {}
     t.experts = [(Const(2, 3.0), [0, 2], None), (Const(1, -3.0), [1], None)]
     p = t.predict(torch.zeros(1, 1, 4, 4))
     assert torch.allclose(p[0, 0], torch.sigmoid(torch.tensor(3.0))) and torch.allclose(p[0, 2], p[0, 0])
@@ -120,3 +123,19 @@ def test_shard_assignment_is_stable_for_a_fixed_student():
     assert set(h.tolist()) <= {0, 1, 2, 3}
     with pytest.raises(ValueError, match="owned by no expert"):
         P.bone_groups({"x": ["a"]}, ["a", "b"])
+
+
+def test_crop_box_cut_and_paste():
+    from cosup.crops import cut, paste, square_box
+
+    m = torch.zeros(40, 40, dtype=torch.bool)
+    m[10:20, 12:18] = True
+    top, left, size = square_box(m, margin=0.0)
+    assert abs(size - 10 / 40) < 1e-6 and abs(top - 10 / 40) < 1e-6  # square on the longer side
+    img = torch.zeros(1, 80, 80)
+    img[0, 20:40, 24:36] = 1.0  # the same region at twice the resolution
+    patch = cut(img, (top, left, size), 16)
+    assert patch.shape == (1, 16, 16) and patch.mean() > 0.4
+    back = paste(patch, (top, left, size), 40)
+    assert back.shape == (1, 40, 40) and back[0, :10].sum() == 0 and back[0, 12:18, 14:16].min() > 0.5
+    assert square_box(torch.zeros(5, 5, dtype=torch.bool), 0.1) is None
