@@ -1,7 +1,6 @@
 """finetune: entry scripts under accelerate/torchrun on tiny phantom data, resume exactness, evaluate's numbers
 against a numpy recomputation, submission CSV round trip, voting, losses, bad inputs."""
 
-import csv
 
 import numpy as np
 import pandas as pd
@@ -15,7 +14,7 @@ from bonekit.errors import DataError
 from bonekit.formats import competition
 from bonekit.losses import bce, channel_wise, kd_binary, segmentation_loss, soft_dice
 from bonekit.models import load_model, make_segmenter, save_model
-from conftest import TINY, launch
+from conftest import TINY, launch, one_vs_two_processes
 from finetune.infer import Predictor
 
 ARGS = TINY + ["data.folds=2", "loop.batch_size=2", "loop.workers=0", "loop.val_batch_size=2", "model.encoder=resnet18",
@@ -52,16 +51,8 @@ def test_resume_gives_the_same_weights(trained):
 
 
 def test_two_processes_match_one(tmp_path):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    common = ARGS + ["loop.steps=2", "loop.eval_every=0", "loop.optimizer=sgd", "loop.lr=0.01", "aug.noise=0"]
-    launch("finetune/train.py", common + [f"run_dir={tmp_path / 'one'}"], cache)
-    launch("finetune/train.py", common + [f"run_dir={tmp_path / 'two'}"], cache, nproc=2)
-    l1 = [float(r["loss"]) for r in csv.DictReader(open(tmp_path / "one" / "metrics.csv"))]
-    l2 = [float(r["loss"]) for r in csv.DictReader(open(tmp_path / "two" / "metrics.csv"))]
-    assert np.allclose(l1, l2, rtol=1e-4), (l1, l2)
-    a, b = load_file(str(tmp_path / "one" / "last.safetensors")), load_file(str(tmp_path / "two" / "last.safetensors"))
-    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 5e-4
+    one_vs_two_processes("finetune/train.py", ARGS + ["loop.steps=2", "loop.eval_every=0", "loop.optimizer=sgd",
+                                                      "loop.lr=0.01", "aug.noise=0"], tmp_path, "last.safetensors", 1e-4)
 
 
 def test_evaluate_matches_numpy_and_predict_csv_roundtrip(trained):
