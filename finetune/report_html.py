@@ -104,7 +104,26 @@ def _img(path: Path, alt: str, width: str = "100%") -> str:
     return f'<img alt="{html.escape(alt)}" style="max-width:{width}" src="data:image/png;base64,{data}">'
 
 
+def write_markdown(out: Path, rows: list[dict]) -> Path:
+    """``summary.md``: mean Dice (and PGR) per (fraction, init, method), over seeds with min-max."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["fraction"], r["init"], r["method"])].append(r)
+    lines = ["| labels | init | method | seeds | mean Dice | min-max | teacher Dice | PGR |", "|---|---|---|---|---|---|---|---|"]
+    for (f, init, method), rs in sorted(groups.items(), key=lambda t: (-t[0][0] if t[0][2] == "ceiling" else t[0][0], t[0][1], t[0][2])):
+        d = [r["mean_dice"] for r in rs]
+        t = [float(np.mean(list(r["teacher"].values()))) for r in rs if r.get("teacher")]
+        p = [r["pgr_mean"] for r in rs if r.get("pgr_mean") is not None]
+        lines.append(f"| {100 * f:g}% | {init} | {method} | {len(rs)} | {np.mean(d):.4f} | {min(d):.4f}-{max(d):.4f} | "
+                     f"{f'{np.mean(t):.4f}' if t else ''} | {f'{np.mean(p):.3f}' if p else ''} |")
+    path = out / "summary.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def write_report(out: Path, rows: list[dict], cfg) -> Path:
+    if rows:
+        write_markdown(out, rows)
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     parts = [f"<h1>bonekit study: {html.escape(str(cfg.name))}</h1>",
