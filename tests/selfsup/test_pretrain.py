@@ -95,3 +95,21 @@ def test_encoder_for_other_channels_is_a_clear_error(tmp_path):
     p = save_encoder(tmp_path / "e.safetensors", enc, "resnet18", 3)
     with pytest.raises(DataError, match="takes 3 input channels, the model 1"):
         load_encoder(smp.Unet("tu-resnet18", encoder_weights=None, in_channels=1), p, "resnet18", 1)
+
+
+@pytest.mark.parametrize("method", ["simclr", "densecl"])
+def test_transformer_encoder_path(method, tmp_path):
+    """A pyramid vision transformer (PVTv2) pretrains like a CNN and loads strictly into smp.Unet."""
+    from bonekit.models import save_encoder
+
+    enc = make_encoder("pvt_v2_b0", 1)
+    m = METHODS[method](enc, enc.out_channels[-1], OmegaConf.structured(MethodConfig(hidden_dim=32, out_dim=16)))
+    x = torch.rand(4, 1, 64, 64)
+    views, thetas = zip(*[make_views(x, [(0, 0, i, v) for i in range(4)], ViewConfig(size=64)) for v in range(2)])
+    loss = m(list(views), list(thetas))
+    loss.backward()
+    assert torch.isfinite(loss)
+    p = save_encoder(tmp_path / "vit.safetensors", enc, "pvt_v2_b0", 1)
+    unet = smp.Unet("tu-pvt_v2_b0", encoder_weights=None, in_channels=1, classes=29)
+    load_encoder(unet, p, "pvt_v2_b0", 1)
+    assert unet(torch.rand(2, 1, 64, 64)).shape == (2, 29, 64, 64)
