@@ -170,8 +170,10 @@ class Study:
                 for frac in c.grid.fractions:
                     for method in c.grid.methods:
                         rows.append(self.cell(method, frac, init, seed, ceiling=ceiling))
+        from finetune.report_html import pgr_of_means, write_report
+
+        pgr_of_means(rows)  # recomputed from the rows, so cells written by older versions agree
         self.write(rows)
-        from finetune.report_html import write_report
 
         html = write_report(self.out, rows, c)
         print(f"study: {len(rows)} cells -> {self.out / 'results.csv'}; report -> {html.resolve()}")
@@ -211,9 +213,11 @@ class Study:
                "wall_s": round(time.time() - t0, 1)}
         if teacher and ceiling:
             names = list(per_bone)
-            g = pgr([per_bone[n] for n in names], [teacher[n] for n in names], [ceiling["per_bone"][n] for n in names])
+            g = pgr([per_bone[n] for n in names], [teacher[n] for n in names], [ceiling["per_bone"][n] for n in names],
+                    min_gap=0.05)
             row["pgr"] = dict(zip(names, [None if np.isnan(v) else float(v) for v in g]))
-            row["pgr_mean"] = float(np.nanmean(g)) if np.isfinite(g).any() else None
+            m = pgr([row["mean_dice"]], [np.mean(list(teacher.values()))], [ceiling["mean_dice"]])[0]
+            row["pgr_mean"] = None if np.isnan(m) else float(m)  # PGR of the mean Dice
         done.parent.mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps(row, indent=1))
         return row
