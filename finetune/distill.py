@@ -102,6 +102,9 @@ class DistillFrames(Dataset):
             item["teacher"] = torch.zeros(self.k, self.r, self.r, dtype=torch.uint8)
             item["keep"] = torch.ones(self.k, dtype=torch.bool)
         else:
+            # The cache holds labels for every training image; the pool's must never reach the student.
+            item["labelled"] = False
+            item["words"] = torch.zeros_like(item["words"])
             t = np.array(self.targets[self.row[f]])
             if self.resize:
                 import cv2

@@ -139,3 +139,21 @@ def test_crop_box_cut_and_paste():
     back = paste(patch, (top, left, size), 40)
     assert back.shape == (1, 40, 40) and back[0, :10].sum() == 0 and back[0, 12:18, 14:16].min() > 0.5
     assert square_box(torch.zeros(5, 5, dtype=torch.bool), 0.1) is None
+
+
+def test_pool_images_never_carry_ground_truth(tmp_path):
+    """The cache holds labels for every training image: distillation must hide the pool's."""
+    from bonekit import cache as C
+    from bonekit.classes import HAND29
+    from bonekit.formats import discover
+    from conftest import make_competition
+    from finetune.distill import DistillFrames
+
+    c = C.build(discover(make_competition(tmp_path / "train", people=2, size=32)), 16, HAND29, tmp_path / "c",
+                workers=1, progress=False)
+    targets = np.full((2, 29, 16, 16), 200, np.uint8)
+    ds = DistillFrames(c, [0, 1], [2, 3], targets, np.ones((2, 29), bool), 1)
+    items = [ds[i] for i in range(4)]
+    assert [it["labelled"] for it in items] == [True, True, False, False]
+    assert items[0]["words"].any() and not items[2]["words"].any() and not items[3]["words"].any()
+    assert items[2]["teacher"].float().mean() == 200 and not items[0]["teacher"].any()
