@@ -27,7 +27,7 @@ from bonekit import checkpoint, config, metrics
 from bonekit.cache import unpack
 from bonekit.config import DataConfig
 from bonekit.datasets import CachedFrames
-from bonekit.losses import channel_wise, confidence, kd_binary, segmentation_loss
+from bonekit.losses import channel_wise, confidence, kd_binary, segmentation_loss, soft_dice
 from bonekit.loop import LoopConfig, fit, validate
 from bonekit.metrics import summarise
 from bonekit.models import load_model
@@ -44,7 +44,8 @@ from finetune.train import build_model, make_accelerator, prepare
 class KDConfig:
     temperature: float = 1.0
     weight_gt: float = 1.0  # labelled images: segmentation loss on the ground truth
-    weight_kd: float = 1.0  # pool: binary KD against the teacher
+    weight_kd: float = 1.0  # pool: binary KD + soft Dice against the teacher
+    labelled_share: float = 0.5  # share of each epoch drawn from the labelled images (repeated as needed)
     confidence: float = 0.5  # final alpha of the auxiliary confidence loss (0 = off)
     confidence_weight: float = 1.0
     alpha_warmup: float = 0.5  # share of the steps over which alpha rises from 0
@@ -81,8 +82,15 @@ class DistillConfig:
 class DistillFrames(Dataset):
     """CachedFrames items plus ``teacher`` (uint8 [K, R, R], zeros on labelled frames) and ``keep`` ([K] bool)."""
 
-    def __init__(self, cache, labelled, pool_frames, targets, keep, slices):
-        self.frames = list(labelled) + list(pool_frames)
+    def __init__(self, cache, labelled, pool_frames, targets, keep, slices, labelled_share: float = 0.0):
+        # A few labelled images among many pool images would be drowned out: repeat them up to labelled_share
+        # of the epoch. Each repeat gets its own augmentation key (index + repeat * 10**7).
+        lab = list(labelled)
+        reps = 1
+        if labelled_share > 0 and lab and pool_frames:
+            reps = max(1, round(labelled_share / (1 - labelled_share) * len(pool_frames) / len(lab)))
+        self.frames = lab * reps + list(pool_frames)
+        self.repeat = [i // len(lab) for i in range(len(lab) * reps)] + [0] * len(pool_frames) if lab else [0] * len(self.frames)
         self.base = CachedFrames(cache, self.frames, slices)
         self.row = {int(f): i for i, f in enumerate(pool_frames)}
         self.labelled = set(int(f) for f in labelled)
@@ -98,6 +106,7 @@ class DistillFrames(Dataset):
     def __getitem__(self, i):
         item = self.base[i]
         f = item["index"]
+        item["index"] = f + self.repeat[i] * 10_000_000
         if f in self.labelled:
             item["teacher"] = torch.zeros(self.k, self.r, self.r, dtype=torch.uint8)
             item["keep"] = torch.ones(self.k, dtype=torch.bool)
@@ -144,7 +153,9 @@ class DistillTask:
         pool = ~lab
         if pool.any():
             lg, y, ig = logits[pool], t["y"][pool], t["ignore"][pool]
-            kd = self.kd.weight_kd * kd_binary(lg, y, self.kd.temperature, ig)
+            # Bones are a few percent of the pixels: a pixel-mean KD alone lets "no bone anywhere" win, so a soft
+            # Dice against the teacher's probabilities joins it, as the Dice term does for the ground truth.
+            kd = self.kd.weight_kd * (kd_binary(lg, y, self.kd.temperature, ig) + soft_dice(lg, y, ig))
             if self.kd.confidence > 0:
                 kd = kd + self.kd.confidence_weight * confidence(lg, y, self.alpha(step), ig)
             if self.kd.channel_wise > 0:
@@ -190,7 +201,7 @@ def main(argv: list[str] | None = None) -> Path:
         mcfg = OmegaConf.merge(cfg.model, {"encoder": cfg.grow[r]} if r < len(cfg.grow) else {})
         model = build_model(mcfg, cfg.data.slices, k, acc.device)
         model, opt = prepare(acc, model, cfg.loop)
-        ds = DistillFrames(d.cache, d.labelled, index["frames"], targets, keep, cfg.data.slices)
+        ds = DistillFrames(d.cache, d.labelled, index["frames"], targets, keep, cfg.data.slices, cfg.kd.labelled_share)
         task = DistillTask(k, seg_aug_config(cfg.aug, d.classes), cfg.kd, cfg.loss, cfg.loop.steps)
         meta = {"arch": mcfg.arch, "encoder": mcfg.encoder, "in_channels": cfg.data.slices, "classes": d.classes,
                 "resolution": cfg.data.resolution, "config": config.to_dict(cfg), "round": r}

@@ -157,3 +157,7 @@ def test_pool_images_never_carry_ground_truth(tmp_path):
     assert [it["labelled"] for it in items] == [True, True, False, False]
     assert items[0]["words"].any() and not items[2]["words"].any() and not items[3]["words"].any()
     assert items[2]["teacher"].float().mean() == 200 and not items[0]["teacher"].any()
+    # labelled_share: 1 labelled among 3 pool images, repeated to half of the epoch, each repeat its own key.
+    ds = DistillFrames(c, [0], [1, 2, 3], np.zeros((3, 29, 16, 16), np.uint8), np.ones((3, 29), bool), 1, 0.5)
+    assert len(ds) == 6 and [ds[i]["labelled"] for i in range(6)] == [True] * 3 + [False] * 3
+    assert len({ds[i]["index"] for i in range(3)}) == 3
