@@ -5,19 +5,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-export PYTHONUNBUFFERED=1 BONEKIT_CACHE=${BONEKIT_CACHE:-/tmp/bonekit-cache}
+O=${OUTDIR:-bench-out}; mkdir -p "$O"
+export PYTHONUNBUFFERED=1 BONEKIT_CACHE=${BONEKIT_CACHE:-$O/cache}
 nvidia-smi --query-gpu=name,memory.total --format=csv
-$PY -m bonekit.phantom --out /tmp/bk-phantom --people 60 --size 1024 --workers 8 >/dev/null
-D="data.root=/tmp/bk-phantom/train data.workers=8"
+$PY -m bonekit.phantom --out $O/phantom --people 60 --size 1024 --workers 8 >/dev/null
+D="data.root=$O/phantom/train data.workers=8"
 for m in simclr densecl; do for e in resnet18 resnet50; do
   $PY selfsup/pretrain.py $D data.resolution=256 method.name=$m encoder=$e views.size=224 train.batch_size=256 \
-      train.workers=8 bench=true bench_steps=30 run_dir=/tmp/bk-bench-pt-$m-$e
+      train.workers=8 bench=true bench_steps=30 run_dir=$O/pt-$m-$e
 done; done
 for r in 512 1024; do
   $PY finetune/train.py $D data.resolution=$r model.encoder=resnet34 loop.batch_size=16 loop.workers=8 \
-      bench=true bench_steps=30 run_dir=/tmp/bk-bench-tr-$r
+      bench=true bench_steps=30 run_dir=$O/tr-$r
 done
 $PY finetune/train.py $D data.resolution=512 model.encoder=resnet34 loop.batch_size=16 loop.workers=8 \
-    loop.compile=true bench=true bench_steps=30 run_dir=/tmp/bk-bench-tr-compile
+    loop.compile=true bench=true bench_steps=30 run_dir=$O/tr-compile
 $PY finetune/train.py $D data.resolution=512 model.encoder=resnet34 loop.batch_size=16 loop.workers=8 \
-    precision=no loop.channels_last=false bench=true bench_steps=30 run_dir=/tmp/bk-bench-tr-fp32
+    precision=no loop.channels_last=false bench=true bench_steps=30 run_dir=$O/tr-fp32
