@@ -83,6 +83,13 @@ def load_encoder(model: nn.Module, path: str | Path, encoder_name: str | None = 
         raise DataError(path, f"encoder weights do not fit the model: {str(e).splitlines()[0]}") from None
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU; any other value is taken as a torch device name."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from bonekit import config
 from bonekit.cache import Cache
-from bonekit.models import load_model
+from bonekit.models import load_model, pick_device
 from cosup import partition as P
 from cosup.teachers import Teachers, read_manifest
 
@@ -122,8 +122,7 @@ def open_targets(out_dir: Path) -> tuple[dict, np.ndarray, np.ndarray]:
 def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(LabelConfig, sys.argv[1:] if argv is None else argv)
     manifest, mpath = read_manifest(cfg.experts)
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.device == "auto" else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = pick_device(cfg.device)
     out = Path(cfg.out_dir) if cfg.out_dir else mpath.parent / "targets"
     index = make_targets(manifest, out, cfg.student, cfg.min_keep, cfg.batch, device)
     print("kept share per bone: " + ", ".join(f"{c} {v:.2f}" for c, v in index["kept_share"].items()))

@@ -90,7 +90,7 @@ class DistillFrames(Dataset):
         if labelled_share > 0 and lab and pool_frames:
             reps = max(1, round(labelled_share / (1 - labelled_share) * len(pool_frames) / len(lab)))
         self.frames = lab * reps + list(pool_frames)
-        self.repeat = [i // len(lab) for i in range(len(lab) * reps)] + [0] * len(pool_frames) if lab else [0] * len(self.frames)
+        self.repeat = [r for r in range(reps) for _ in lab] + [0] * len(pool_frames)
         self.base = CachedFrames(cache, self.frames, slices)
         self.row = {int(f): i for i, f in enumerate(pool_frames)}
         self.labelled = set(int(f) for f in labelled)

@@ -30,7 +30,7 @@ from bonekit.data import resolve_root
 from bonekit.formats import discover
 from bonekit.loop import PairedFrames
 from bonekit.metrics import counts, dice_from_counts, format_per_class
-from bonekit.models import read_model_meta
+from bonekit.models import pick_device, read_model_meta
 from bonekit.segdata import setup
 from finetune.infer import Predictor
 from finetune.report_figs import dice_bars, overlay, save_rgb
@@ -105,8 +105,7 @@ class _Local:
 def main(argv: list[str] | None = None) -> Path:
     argv = sys.argv[1:] if argv is None else argv
     cfg, cks = load_config(EvaluateConfig, argv)
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.device == "auto" else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = pick_device(cfg.device)
     tune = cfg.thresholds == "tune"
     pred = Predictor(cks, device, list(cfg.weights) or None, cfg.tta, cfg.vote, cfg.min_votes,
                      None if tune else (cfg.thresholds or None), list(cfg.data.classes), cfg.data.slices)

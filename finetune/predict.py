@@ -22,6 +22,7 @@ from bonekit.data import resolve_root
 from bonekit.config import DataConfig
 from bonekit.errors import DataError
 from bonekit.formats.images import find_xrays, read_xray
+from bonekit.models import pick_device
 from bonekit.submission import SubmissionWriter
 from finetune.evaluate import load_config
 from finetune.infer import Predictor
@@ -54,8 +55,7 @@ def list_images(root: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> Path:
     argv = sys.argv[1:] if argv is None else argv
     cfg, cks = load_config(PredictConfig, argv)
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.device == "auto" else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = pick_device(cfg.device)
     pred = Predictor(cks, device, list(cfg.weights) or None, cfg.tta, cfg.vote, cfg.min_votes, cfg.thresholds or None)
     if pred.in_channels != 1:
         raise DataError(cks[0], f"a submission is made from radiographs (1 channel); this checkpoint takes {pred.in_channels}")

@@ -5,6 +5,7 @@ Category names must be in the class list; several instances of one class are OR-
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -83,9 +84,15 @@ def scan(json_path: str | Path, image_root: str | Path | None = None) -> list[Re
     return recs
 
 
+@functools.lru_cache(maxsize=4)
+def _load(path: str, mtime_ns: int) -> dict:
+    """The parsed COCO file (keyed by modification time, so an edited file is read again)."""
+    return json.loads(Path(path).read_text())
+
+
 def read_mask(json_path: str | Path, image_id, height: int, width: int, classes: list[str]) -> np.ndarray:
     """``bool [K, H, W]`` for one image of a COCO file."""
-    doc = json.loads(Path(json_path).read_text())
+    doc = _load(str(json_path), Path(json_path).stat().st_mtime_ns)
     cats = {c["id"]: c["name"] for c in doc["categories"]}
     lookup = {c: i for i, c in enumerate(classes)}
     mask = np.zeros((len(classes), height, width), bool)

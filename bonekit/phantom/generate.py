@@ -84,11 +84,10 @@ def _write_one(args: tuple[Spec, dict, str]) -> dict:
             polys[c] = poly
     competition.write_sample(Path(out) / job["split"], job["person"], job["name"], r.image, polys)
     if spec.volumes:
-        from bonekit.phantom.render import View
         from bonekit.phantom.volume import voxelise, write_volume
 
         hand, view, _, _ = make_hand(spec.seed, job["pid"], job["image"], job["side"], bent)
-        view = View(size=spec.volume_size, x0=view.x0, y0=view.y0, pix=view.pix / spec.volume_size)
+        view = view.at(spec.volume_size)
         mu, lab = voxelise(hand, view, len(HAND29))
         write_volume(Path(out) / "volumes" / f"{job['person']}_{job['side']}", mu, lab, view.pix * 10)
     return {"name": job["name"], "bent": r.bent, "classes": len(polys)}

@@ -26,6 +26,10 @@ class View:
     y0: float  # world y of row 0's top edge
     pix: float  # cm per pixel
 
+    def at(self, size: int) -> "View":
+        """The same field of view sampled by ``size x size`` pixels."""
+        return View(size=size, x0=self.x0, y0=self.y0, pix=self.pix * self.size / size)
+
     def grid(self, r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         """World (x, y) of pixel centres in rows [r0, r1) x cols [c0, c1): ``[1, w]``, ``[h, 1]``."""
         x = self.x0 + (np.arange(c0, c1) + 0.5) * self.pix

@@ -42,13 +42,13 @@ def make_hand(seed: int, person: int, image: int, side: str, bent_share: float) 
     fov = rng.uniform(25.0, 27.0) * p.scale
     cx = rng.normal(0.0, 0.8) * p.scale
     cy = rng.normal(6.1, 0.4) * p.scale
-    view = View(size=0, x0=cx - fov / 2, y0=cy + fov / 2, pix=fov)
+    view = View(size=1, x0=cx - fov / 2, y0=cy + fov / 2, pix=fov)  # one pixel: call .at(size)
     return hand, view, rng, pose.bent
 
 
 def radiograph(seed: int, person: int, image: int, side: str, size: int, bent_share: float = 0.11) -> Radiograph:
     hand, view, rng, bent = make_hand(seed, person, image, side, bent_share)
-    view = View(size=size, x0=view.x0, y0=view.y0, pix=view.pix / size)
+    view = view.at(size)
     att, labels = project(hand, view, len(HAND29))
     img = display(att, Exposure.sample(rng), rng, side)
     return Radiograph(img, labels, hand, view, side, bent)

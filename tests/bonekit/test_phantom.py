@@ -9,7 +9,7 @@ from bonekit.classes import HAND29
 from bonekit.formats import competition, discover
 from bonekit.phantom import Spec, generate
 from bonekit.phantom.__main__ import main as cli
-from bonekit.phantom.render import View, project
+from bonekit.phantom.render import project
 from bonekit.phantom.sample import make_hand
 from bonekit.phantom.volume import voxelise
 
@@ -55,7 +55,7 @@ def test_bones_brighter_than_surrounding_tissue(phantom):
 
 def test_volume_projection_matches_radiograph():
     hand, view, _, _ = make_hand(1, 2, 0, "R", 0.11)
-    v = View(size=256, x0=view.x0, y0=view.y0, pix=view.pix / 256)
+    v = view.at(256)
     _, lab2d = project(hand, v, 29)
     _, lab3d = voxelise(hand, v, 29)
     proj = lab3d.any(1)
