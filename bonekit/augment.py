@@ -11,7 +11,7 @@ Geometry is an affine map per sample (``theta: [B, 2, 3]`` for ``F.affine_grid``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,17 +20,20 @@ import torch.nn.functional as F
 
 @dataclass
 class ViewConfig:
+    """Views for label-free pretraining: the ``views.*`` keys of selfsup/pretrain.py, and what
+    :func:`make_views` reads (pass ``OmegaConf.to_object(cfg.views)``: plain attributes, read per sample)."""
+
     size: int = 96  # output side in pixels
-    scale: tuple[float, float] = (0.3, 1.0)  # crop area as a share of the image
-    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    scale: list[float] = field(default_factory=lambda: [0.3, 1.0])  # crop area as a share of the image
+    ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # crop aspect ratio range
     rotation: float = 15.0  # degrees, +-
-    flip: float = 0.5
-    gamma: tuple[float, float] = (0.7, 1.4)
-    contrast: tuple[float, float] = (0.7, 1.3)
-    brightness: float = 0.1
-    noise: tuple[float, float] = (0.0, 0.04)
-    blur_p: float = 0.4
-    blur_sigma: tuple[float, float] = (0.3, 1.5)
+    flip: float = 0.5  # probability of a horizontal flip
+    gamma: list[float] = field(default_factory=lambda: [0.7, 1.4])  # gamma curve range (log-uniform)
+    contrast: list[float] = field(default_factory=lambda: [0.7, 1.3])  # contrast factor range
+    brightness: float = 0.1  # +- additive brightness
+    noise: list[float] = field(default_factory=lambda: [0.0, 0.04])  # sd range of additive Gaussian noise
+    blur_p: float = 0.4  # probability of a Gaussian blur
+    blur_sigma: list[float] = field(default_factory=lambda: [0.3, 1.5])  # its sigma range, pixels
 
 
 def sample_params(keys: list[tuple[int, ...]], cfg: ViewConfig) -> dict[str, torch.Tensor]:

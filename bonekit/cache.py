@@ -22,46 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from bonekit.errors import DataError
 from bonekit.formats import Record, load_image, load_mask
+from bonekit.maskbits import pack
 
 FORMAT_VERSION = 1
 
 
 def default_root() -> Path:
     return Path(os.environ.get("BONEKIT_CACHE", Path.home() / ".cache" / "bonekit"))
-
-
-# ----------------------------------------------------------------------------------------------- bit packing
-def pack(mask: np.ndarray) -> np.ndarray:
-    """``bool [K, H, W]`` -> ``int32 [ceil(K/32), H, W]`` class bits."""
-    k, h, w = mask.shape
-    words = np.zeros((math.ceil(k / 32), h, w), dtype=np.uint32)
-    for c in range(k):
-        words[c // 32] |= mask[c].astype(np.uint32) << np.uint32(c % 32)
-    return words.view(np.int32)
-
-
-def unpack(words: torch.Tensor | np.ndarray, k: int) -> torch.Tensor:
-    """``int32 [..., W, H, W]`` class words -> ``bool [..., K, H, W]`` (runs on the words' device)."""
-    t = torch.as_tensor(words)
-    if t.device.type == "cpu":
-        # numpy's unpackbits is ~3x faster than shifts on the CPU: bytes of each word, little bit order.
-        a = t.numpy()
-        bits = np.unpackbits(a.view(np.uint8).reshape(a.shape + (4,)), axis=-1, bitorder="little")
-        bits = np.moveaxis(bits, -1, -3)  # [..., W, 32, H, W']
-        bits = bits.reshape(a.shape[:-3] + (a.shape[-3] * 32,) + a.shape[-2:])[..., :k, :, :]
-        return torch.from_numpy(np.ascontiguousarray(bits).view(bool))
-    shifts = torch.arange(32, device=t.device, dtype=torch.int32).view(32, 1, 1)
-    planes = []
-    for j in range(t.shape[-3]):
-        n = min(32, k - 32 * j)
-        w = t[..., j : j + 1, :, :]
-        planes.append(((w >> shifts[:n]) & 1).bool())
-    return torch.cat(planes, dim=-3)
 
 
 def resize_nearest(a: np.ndarray, size: int) -> np.ndarray:
@@ -173,7 +144,7 @@ def _fill(job: tuple) -> tuple[int, str | None, tuple[int, int]]:
         w = math.ceil(len(classes) / 32)
         masks = np.memmap(root / "masks.i32", dtype=np.int32, mode="r+", shape=(n, w, r, r)) if has_masks else None
         if rec.kind == "volume":
-            from bonekit.phantom.volume import read_volume
+            from bonekit.formats.volumes import read_volume
 
             vol, words = read_volume(rec.image, rec.label)  # uint8 [D, H, W], int32 [D, W, H, W] | None
             size = vol.shape[1:]

@@ -51,16 +51,33 @@ def load_with_extra(accelerator, path: str | Path) -> tuple[int, dict]:
     return int(doc["step"]), doc.get("extra", {})
 
 
+def _run_of(p: Path) -> Path | None:
+    """The run folder holding ``p`` (the nearest folder, ``p`` itself included, with a config.yaml)."""
+    for q in [p, *p.parents]:
+        if (q / "config.yaml").is_file():
+            return q
+    return None
+
+
 def find_resume(resume: str, run_dir: str, stage: str) -> tuple[str, Path | None]:
-    """Interpret ``resume``: "" (fresh), "auto" (newest checkpoint of ``run_dir``, or of the newest run of this
-    stage when ``run_dir`` is empty), or a checkpoint path. Returns (run_dir to use, checkpoint or None)."""
+    """What ``resume`` means, the same in every stage:
+
+    - ``""``: a fresh run;
+    - ``auto``: the newest checkpoint of ``run_dir``, or of the newest run of this stage when ``run_dir`` is empty;
+    - a checkpoint folder (``<run>/checkpoints/step_N``): that checkpoint, in its run folder;
+    - a run folder: its newest checkpoint.
+
+    Returns (run_dir to use, checkpoint or None)."""
     if not resume:
         return run_dir, None
     if resume != "auto":
         p = Path(resume)
-        if not (p / "bonekit.json").is_file():
-            raise FileNotFoundError(f"{resume}: not a bonekit checkpoint folder")
-        return run_dir or str(p.parent.parent), p
+        if (p / "bonekit.json").is_file():
+            return run_dir or str(p.parent.parent), p
+        if p.is_dir() and (p / "config.yaml").is_file():
+            return run_dir or str(p), latest(p)
+        raise FileNotFoundError(f"{resume}: not a bonekit checkpoint folder (no bonekit.json) nor a run folder "
+                                "(no config.yaml)")
     if run_dir:
         return run_dir, latest(run_dir)
     runs = sorted(Path("runs", stage).glob("*")) if Path("runs", stage).is_dir() else []
@@ -68,3 +85,20 @@ def find_resume(resume: str, run_dir: str, stage: str) -> tuple[str, Path | None
         if latest(r):
             return str(r), latest(r)
     return run_dir, None
+
+
+def find_resume_run(resume: str, run_dir: str, stage: str) -> str:
+    """``resume`` for stages that train several models in one run folder (experts, distillation rounds): the run
+    folder to continue (each model inside resumes from its own newest checkpoint). ``auto``: ``run_dir`` or the
+    newest run of this stage; a path: the run folder holding it (a run folder or any checkpoint inside it)."""
+    if not resume:
+        return run_dir
+    if resume == "auto":
+        if run_dir:
+            return run_dir
+        runs = sorted(p for p in Path("runs", stage).glob("*") if p.is_dir()) if Path("runs", stage).is_dir() else []
+        return str(runs[-1]) if runs else ""
+    run = _run_of(Path(resume))
+    if run is None:
+        raise FileNotFoundError(f"{resume}: not inside a bonekit run folder (no config.yaml above it)")
+    return run_dir or str(run)

@@ -40,14 +40,6 @@ SMALL_BONES = DISTAL + ["Pisiform", "Trapezoid"]
 OVERLAPPING_PAIRS = [("Pisiform", "Triquetrum"), ("Trapezium", "Trapezoid")]
 
 
-def group_of(name: str) -> str:
-    """Anatomical region of a bone of HAND29: a ray name, 'carpals' or 'forearm'."""
-    for group, members in GROUPINGS["rays"].items():
-        if name in members:
-            return group
-    raise KeyError(f"unknown bone {name!r}; known: {HAND29}")
-
-
 def palette(n: int = len(HAND29)) -> list[tuple[int, int, int]]:
     """``n`` well separated RGB colours (0..255), stable across runs (golden-ratio hue walk)."""
     out = []
@@ -57,11 +49,3 @@ def palette(n: int = len(HAND29)) -> list[tuple[int, int, int]]:
         out.append((int(r * 255), int(g * 255), int(b * 255)))
     return out
 
-
-def indices(names: list[str], classes: list[str] = HAND29) -> list[int]:
-    """Positions of ``names`` inside ``classes``; an unknown name is an error that lists the known ones."""
-    lookup = {c: i for i, c in enumerate(classes)}
-    missing = [n for n in names if n not in lookup]
-    if missing:
-        raise KeyError(f"unknown class(es) {missing}; known: {classes}")
-    return [lookup[n] for n in names]

@@ -10,7 +10,6 @@ saved in the run folder (:func:`save`) and in every checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
@@ -20,20 +19,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from bonekit.classes import HAND29
 from bonekit.errors import ConfigError
+from bonekit.phantom.spec import Spec
 
 T = TypeVar("T")
-
-
-@dataclass
-class PhantomData:
-    """The embedded default: a procedural hand phantom generated on first use (bonekit.phantom)."""
-
-    people: int = 24  # two radiographs each; the test split is written beside with its labels
-    test_people: int = 6
-    size: int = 512  # radiograph side in pixels (the real data is 2048)
-    seed: int = 0
-    bent_share: float = 0.11  # share of bent/rotated wrists (0.58 mimics the real test set's shift)
-    volumes: bool = False  # also write CT-like NIfTI volumes for 2.5D inputs
 
 
 @dataclass
@@ -41,7 +29,7 @@ class DataConfig:
     """Where samples come from and how they are cached. ``root=""`` means the phantom below."""
 
     root: str = ""  # competition split folder (holding DCM/ and outputs_json/), COCO json, mask folder, raw folder
-    phantom: PhantomData = field(default_factory=PhantomData)
+    phantom: Spec = field(default_factory=Spec)
     classes: list[str] = field(default_factory=lambda: list(HAND29))
     resolution: int = 256  # training resolution (square); evaluation goes back to each label's own size
     slices: int = 1  # 2k+1 adjacent slices as channels; 1 for plain radiographs
@@ -52,11 +40,27 @@ class DataConfig:
     workers: int = 2  # processes that build the cache
 
 
+@dataclass
+class LabelsConfig:
+    """Which training images keep their labels (``labels.*``)."""
+
+    fraction: float = 1.0  # nested label subset of the training folds; the rest is the unlabelled pool
+    seed: int = 0
+
+
 def load(schema: type[T], argv: Sequence[str] = (), base: dict | None = None) -> DictConfig:
     """Build the config for ``schema`` from ``argv`` (``config=FILE.yaml`` and ``key=value`` items).
 
     Order of precedence: dataclass defaults < ``base`` < YAML file < ``key=value`` overrides.
     """
+    if any(a in ("--help", "-h", "help") for a in argv):
+        import sys
+
+        from bonekit.confighelp import format_help
+
+        script = Path(sys.argv[0]).as_posix() if sys.argv and sys.argv[0].endswith(".py") else "<stage>.py"
+        print(format_help(schema, f"usage: accelerate launch {script} [config=FILE.yaml] [key=value ...]\n"))
+        raise SystemExit(0)
     cfg = OmegaConf.structured(schema)
     OmegaConf.set_struct(cfg, True)
     overrides = []
@@ -86,8 +90,10 @@ def load(schema: type[T], argv: Sequence[str] = (), base: dict | None = None) ->
         try:
             cfg = OmegaConf.merge(cfg, layer)
         except OmegaConfBaseException as e:
+            from bonekit.confighelp import did_you_mean
+
             key = getattr(e, "full_key", None) or ""
-            raise ConfigError(f"config key {key!r}: {_first_line(e)}") from None
+            raise ConfigError(f"config key {key!r}: {_first_line(e)}{did_you_mean(key, schema)}") from None
     return cfg
 
 
@@ -107,7 +113,3 @@ def to_dict(cfg: DictConfig) -> dict:
     """Plain dict (for checkpoints and JSON)."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
-
-def defaults_of(schema: type) -> dict:
-    """The typed defaults of a dataclass schema as a dict (used by docs and tests)."""
-    return dataclasses.asdict(schema())

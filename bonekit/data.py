@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from bonekit.phantom import Spec, ensure
 
 
 def phantom_spec(data: DictConfig) -> Spec:
-    p = data.phantom
-    return Spec(people=p.people, test_people=p.test_people, size=p.size, seed=p.seed, bent_share=p.bent_share,
-                volumes=p.volumes)
+    return OmegaConf.to_object(data.phantom) if isinstance(data.phantom, DictConfig) else data.phantom
 
 
 def resolve_root(data: DictConfig, split: str = "train") -> Path:

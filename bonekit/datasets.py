@@ -40,6 +40,27 @@ class CachedFrames(Dataset):
         return {"image": torch.from_numpy(img), "words": torch.from_numpy(words), "labelled": labelled, "index": f}
 
 
+class PairedFrames(Dataset):
+    """Validation items: the input at training resolution, the label words at the label's own resolution."""
+
+    def __init__(self, inputs, labels, input_indices, label_indices, slices: int = 1):
+        self.inputs, self.labels = inputs, labels
+        self.indices = np.asarray(input_indices, dtype=np.int64)
+        self.label_indices = np.asarray(label_indices, dtype=np.int64)
+        self.k = slices // 2
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        f = int(self.indices[i])
+        img, _ = self.inputs.read(f, self.k)
+        _, words = self.labels.read(int(self.label_indices[i]), 0)
+        if words is None:
+            raise ValueError(f"validation frame {self.labels.frames[f]['image']} has no label")
+        return {"image": torch.from_numpy(img), "words": torch.from_numpy(words), "index": f}
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The shuffled order of epoch ``epoch``: a pure function of (seed, epoch), so resume sees the same order."""
     return np.random.default_rng(np.random.SeedSequence([seed, 7_777, epoch])).permutation(n)

@@ -9,43 +9,31 @@ the best model by validation Dice (``best.safetensors``); a non-finite loss stop
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader
 
 from bonekit import checkpoint
-from bonekit.cache import unpack
-from bonekit.datasets import epoch_order
+from bonekit.engine import EngineConfig, EpochLoader, micro_batch_size, optimizer_step
+from bonekit.maskbits import unpack
 from bonekit.metrics import DiceTable, counts_from_logits, format_per_class, summarise
 from bonekit.models import save_model
 from bonekit.runlog import Progress, RunLog
-from bonekit.schedule import warmup_cosine
 from bonekit.tiles import sliding_window
 
 
 @dataclass
-class LoopConfig:
-    steps: int = 150
-    batch_size: int = 8  # global batch per optimizer step (split across processes), before accumulation
-    accumulate: int = 1  # gradient accumulation: micro-batches per optimizer step
-    optimizer: str = "adamw"
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup: int = 10
+class LoopConfig(EngineConfig):
+    """The ``loop.*`` keys of every segmentation stage: the engine's plus validation and device options."""
+
     eval_every: int = 50  # steps between validations (0: only at the end)
-    save_every: int = 50
-    log_every: int = 10
-    workers: int = 2
-    seed: int = 0
-    stop_at_step: int = 0  # stop after this step (split a run; resume=auto continues it)
-    channels_last: bool = True  # on GPU
-    compile: bool = False
-    val_batch_size: int = 4
+    channels_last: bool = True  # channels-last memory format (on GPU)
+    compile: bool = False  # torch.compile the model
+    val_batch_size: int = 4  # validation images per process
 
 
 class Task(Protocol):
@@ -69,27 +57,6 @@ class FitResult:
     steps: int = 0
     images_per_s: float = 0.0
     data_wait: float = 0.0
-
-
-class PairedFrames(Dataset):
-    """Validation items: the input at training resolution, the label words at the label's own resolution."""
-
-    def __init__(self, inputs, labels, input_indices, label_indices, slices: int = 1):
-        self.inputs, self.labels = inputs, labels
-        self.indices = np.asarray(input_indices, dtype=np.int64)
-        self.label_indices = np.asarray(label_indices, dtype=np.int64)
-        self.k = slices // 2
-
-    def __len__(self):
-        return len(self.indices)
-
-    def __getitem__(self, i):
-        f = int(self.indices[i])
-        img, _ = self.inputs.read(f, self.k)
-        _, words = self.labels.read(int(self.label_indices[i]), 0)
-        if words is None:
-            raise ValueError(f"validation frame {self.labels.frames[f]['image']} has no label")
-        return {"image": torch.from_numpy(img), "words": torch.from_numpy(words), "index": f}
 
 
 @torch.no_grad()
@@ -118,15 +85,8 @@ def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, 
         resume_from: Path | None, class_names: list[str], model_meta: dict, config_dict: dict,
         log_extra: Callable[[int], dict] | None = None) -> FitResult:
     """Train ``model`` on ``train_ds`` (CachedFrames items) for ``cfg.steps`` optimizer steps."""
-    device = accelerator.device
-    cuda = device.type == "cuda"
-    micro = cfg.batch_size
-    if len(train_ds) < micro:  # a tiny label subset: smaller batches rather than no training
-        micro = len(train_ds) - len(train_ds) % accelerator.num_processes
-        accelerator.print(f"note: {len(train_ds)} training images < batch_size={cfg.batch_size}: batches of {micro}")
-    if micro == 0:
-        raise ValueError(f"{len(train_ds)} training image(s) cannot be split over {accelerator.num_processes} processes")
-    steps_per_epoch = len(train_ds) // micro
+    cuda = accelerator.device.type == "cuda"
+    micro = micro_batch_size(len(train_ds), cfg, accelerator)
     res = FitResult()
     start = 0
     if resume_from:
@@ -139,16 +99,8 @@ def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, 
         val_loader = accelerator.prepare_data_loader(
             DataLoader(val_ds, batch_size=cfg.val_batch_size * accelerator.num_processes, num_workers=cfg.workers))
     out_names = [class_names[i] for i in task.out_classes]
-
-    def loader_from(micro_step: int):
-        epoch, pos = divmod(micro_step, steps_per_epoch)
-        order = epoch_order(len(train_ds), cfg.seed, epoch)
-        dl = DataLoader(Subset(train_ds, order.tolist()), batch_size=micro, drop_last=True,
-                        num_workers=cfg.workers, pin_memory=cuda)
-        dl = accelerator.prepare_data_loader(dl)
-        if pos:
-            dl = accelerator.skip_first_batches(dl, pos)
-        return epoch, iter(dl)
+    loader = EpochLoader(accelerator, train_ds, micro, cfg.seed, cfg.workers, start * cfg.accumulate)
+    steps_per_epoch = loader.steps_per_epoch
 
     def run_validation(step: int) -> None:
         dice = validate(accelerator, model, val_loader, len(class_names), task.out_classes,
@@ -170,44 +122,25 @@ def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, 
             broadcast_object_list(flag, from_process=0)
         res.best, res.best_epoch, res.best_step = flag
 
+    def loss_of(batch: dict, epoch: int) -> torch.Tensor:
+        # Augmentation keys (seed, epoch, frame): the same sample gets the same augmentation on any process/resume.
+        keys = [(cfg.seed, epoch, int(i)) for i in batch["index"].tolist()]
+        x, targets = task.inputs(batch, keys, step)
+        if cuda and cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with accelerator.autocast():
+            logits = model(x)
+        return task.loss(logits, targets, step)
+
     model.train()
     prog = Progress(cfg.steps, start, "train", accelerator.is_local_main_process)
-    m_step = start * cfg.accumulate
-    epoch, it = loader_from(m_step)
     step = start
     while step < cfg.steps:
-        lr = warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        total_loss = torch.zeros((), device=device)
-        n_img = 0
-        for j in range(cfg.accumulate):
-            if m_step % steps_per_epoch == 0 and m_step != start * cfg.accumulate:
-                epoch, it = loader_from(m_step)
-            batch = next(it)
-            prog.data_ready()
-            keys = [(cfg.seed, epoch, int(i)) for i in batch["index"].tolist()]
-            x, targets = task.inputs(batch, keys, step)
-            if cuda and cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            sync = j == cfg.accumulate - 1
-            ctx = accelerator.no_sync(model) if not sync and accelerator.num_processes > 1 else _null()
-            with ctx:
-                with accelerator.autocast():
-                    logits = model(x)
-                loss = task.loss(logits, targets, step) / cfg.accumulate
-                accelerator.backward(loss)
-            total_loss += loss.detach()
-            n_img += len(batch["index"])
-            m_step += 1
-        # A host sync per step: stop on a non-finite loss, naming the step.
-        if not math.isfinite(total_loss.item()):
-            raise FloatingPointError(f"non-finite loss ({total_loss.item()}) at step {step}: lower the learning rate or check the data")
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        out = optimizer_step(accelerator, model, opt, loader, cfg, step, loss_of, prog.data_ready)
+        lr = out.lr
         step += 1
-        mean_loss = accelerator.reduce(total_loss, "mean").item()
-        prog.step_done(n_img * accelerator.num_processes, loss=f"{mean_loss:.4f}")
+        mean_loss = accelerator.reduce(out.loss, "mean").item()
+        prog.step_done(out.images * accelerator.num_processes, loss=f"{mean_loss:.4f}")
         if step % cfg.log_every == 0 or step == cfg.steps:
             extra = log_extra(step) if log_extra else {}
             log.log(step, loss=mean_loss, lr=lr, images_per_s=prog.rate, data_wait=prog.wait_share, **extra)
@@ -232,10 +165,3 @@ def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, 
     accelerator.wait_for_everyone()
     return res
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False

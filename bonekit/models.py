@@ -8,6 +8,7 @@ Nothing is ever downloaded: ``encoder_weights=None`` everywhere.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -21,12 +22,32 @@ ARCHS = {"unet": "Unet", "unetplusplus": "UnetPlusPlus", "deeplabv3plus": "DeepL
          "upernet": "UPerNet", "segformer": "Segformer", "manet": "MAnet", "linknet": "Linknet", "pan": "PAN"}
 
 
+@dataclass
+class ModelConfig:
+    """The ``model.*`` keys of every segmentation stage."""
+
+    arch: str = "unet"  # unet | unetplusplus | deeplabv3plus | fpn | upernet | segformer | manet | linknet | pan
+    encoder: str = "resnet18"  # any timm encoder smp takes as tu-<name>
+    init: str = "scratch"  # scratch | path to a selfsup encoder.safetensors (strict load)
+
+
 def make_encoder(name: str, in_channels: int, depth: int = 5) -> nn.Module:
     """smp's timm bridge for ``name`` (any timm CNN: resnet18/34/50, efficientnet_b0, convnext_tiny, ...).
 
     ``forward(x [B, C, H, W])`` returns the feature pyramid, deepest last.
     """
     return smp.encoders.get_encoder(f"tu-{name}", in_channels=in_channels, depth=depth, weights=None)
+
+
+def build_segmenter(mcfg: ModelConfig, in_channels: int, n_out: int, device) -> nn.Module:
+    """The segmenter ``mcfg`` names, its encoder loaded from ``mcfg.init`` unless scratch, batch norm synchronised
+    across processes (:mod:`bonekit.distributed`)."""
+    from bonekit.distributed import sync_batchnorm
+
+    model = make_segmenter(mcfg.arch, mcfg.encoder, in_channels, n_out)
+    if mcfg.init not in ("", "scratch"):
+        load_encoder(model, mcfg.init, mcfg.encoder, in_channels)
+    return sync_batchnorm(model, device)
 
 
 def make_segmenter(arch: str, encoder: str, in_channels: int, classes: int) -> nn.Module:
@@ -88,23 +109,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def channels_last(model: nn.Module, on: bool) -> nn.Module:
-    return model.to(memory_format=torch.channels_last) if on else model
-
-
-def make_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
-    """``adamw`` or ``sgd`` (momentum 0.9, Nesterov). The learning rate is set every step by the schedule."""
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
-    raise ValueError(f"train.optimizer={name!r}: choose adamw or sgd")
 
 
 # ------------------------------------------------------------------------------------------ whole models

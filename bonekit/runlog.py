@@ -25,13 +25,6 @@ def make_run_dir(run_dir: str, stage: str, accelerator) -> Path:
     return path
 
 
-def latest_run(stage: str) -> str:
-    """The newest ``runs/<stage>/<timestamp>`` folder, or "" (for ``resume=auto`` without ``run_dir``)."""
-    base = Path("runs") / stage
-    runs = sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []
-    return str(runs[-1]) if runs else ""
-
-
 def start_run(cfg, stage: str, accelerator) -> Path:
     """Make the run folder (the same on every process) and save the resolved config in it."""
     from bonekit import config

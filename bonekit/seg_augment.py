@@ -11,32 +11,44 @@ bones (fingertips, Pisiform, Trapezoid) from another image of the batch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from bonekit.augment import _blur, _gen
+from bonekit.classes import SMALL_BONES
 
 
 @dataclass
 class SegAugConfig:
-    flip: float = 0.0  # horizontal flip (right/left hands look mirrored; on by default in train.py's config)
+    """Segmentation augmentation: the ``aug.*`` keys of every segmentation stage, and what :func:`augment` reads."""
+
+    flip: float = 0.5  # probability of a horizontal flip (right and left hands are mirror images)
     rotation: float = 10.0  # degrees, +-
     scale: float = 0.1  # +- relative zoom
     shift: float = 0.05  # +- share of the image
-    elastic_p: float = 0.0
+    elastic_p: float = 0.0  # probability of a smooth elastic displacement field
     elastic_alpha: float = 0.03  # displacement amplitude (share of the image)
-    gamma: float = 0.2  # log-uniform +-
-    contrast: float = 0.15
-    blur_p: float = 0.2
-    noise: float = 0.02
-    cutout_p: float = 0.0
-    cutout_size: float = 0.15
-    mixup_p: float = 0.0
-    copy_paste_p: float = 0.0
-    copy_paste_classes: tuple[int, ...] = ()  # class indices pasted from another image
+    gamma: float = 0.2  # log-uniform +- of the gamma curve
+    contrast: float = 0.15  # +- relative contrast around the image mean
+    blur_p: float = 0.2  # probability of a Gaussian blur
+    noise: float = 0.02  # sd of additive Gaussian noise
+    clahe_p: float = 0.0  # probability of CLAHE (OpenCV, on the CPU) before the rest
+    cutout_p: float = 0.0  # probability of blanking a square of the image (not of the masks)
+    cutout_size: float = 0.15  # the square's side, share of the image
+    mixup_p: float = 0.0  # probability of mixing with the next image of the batch (soft targets)
+    copy_paste_p: float = 0.0  # probability of pasting small bones from the next image of the batch
+    copy_paste_classes: list[str] = field(default_factory=lambda: list(SMALL_BONES))  # bones that copy-paste moves
+
+
+def paste_indices(cfg: SegAugConfig, classes: Sequence[str]) -> tuple[int, ...]:
+    """Positions in ``classes`` of the bones ``cfg.copy_paste_classes`` names (names absent from the data drop)."""
+    lookup = {c: i for i, c in enumerate(classes)}
+    return tuple(lookup[c] for c in cfg.copy_paste_classes if c in lookup)
 
 
 def _params(keys: list[tuple[int, ...]], cfg: SegAugConfig) -> dict[str, torch.Tensor]:
@@ -67,9 +79,11 @@ def _params(keys: list[tuple[int, ...]], cfg: SegAugConfig) -> dict[str, torch.T
 
 
 def augment(x: torch.Tensor, y: torch.Tensor, keys: list[tuple[int, ...]], cfg: SegAugConfig,
-            ignore: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+            ignore: torch.Tensor | None = None, paste: Sequence[int] = ()
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``x [B, C, H, W]`` in [0, 1], ``y [B, K, H, W]`` float targets (hard or soft), optional ``ignore``
-    ``[B, K, H, W]`` -> augmented (x, y, ignore). Mixup and copy-paste pair sample i with sample i+1 (cyclic)."""
+    ``[B, K, H, W]`` -> augmented (x, y, ignore). Mixup and copy-paste pair sample i with sample i+1 (cyclic);
+    ``paste`` holds the channels of ``y`` that copy-paste moves (:func:`paste_indices`)."""
     b, _, h, w = x.shape
     dev = x.device
     p = _params(keys, cfg)
@@ -80,7 +94,8 @@ def augment(x: torch.Tensor, y: torch.Tensor, keys: list[tuple[int, ...]], cfg: 
     grid = F.affine_grid(th, [b, 1, h, w], align_corners=False)
     if bool((p["elastic"] > 0).any()):
         coarse = torch.stack([torch.randn(2, 6, 6, generator=_gen(dev, int(sd) + 1), device=dev) for sd in p["seed"].tolist()])
-        field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
+        field = rearrange(F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False),
+                          "b xy h w -> b h w xy")  # the (x, y) displacement per pixel, grid_sample's layout
         grid = grid + field * (cfg.elastic_alpha * 2) * p["elastic"].to(dev).view(b, 1, 1, 1)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
@@ -97,8 +112,8 @@ def augment(x: torch.Tensor, y: torch.Tensor, keys: list[tuple[int, ...]], cfg: 
         n = torch.stack([torch.randn(x.shape[1:], generator=_gen(dev, int(sd)), device=dev) for sd in p["seed"].tolist()])
         x = (x + n.to(x.dtype) * cfg.noise).clamp(0, 1)
     # Copy-paste: the chosen small bones of the next image, shifted, pasted with their pixels.
-    if cfg.copy_paste_classes and bool((p["paste"] > 0).any()):
-        cls = list(cfg.copy_paste_classes)
+    if paste and bool((p["paste"] > 0).any()):
+        cls = list(paste)
         nxt = torch.roll(torch.arange(b, device=dev), -1)
         for i in torch.nonzero(p["paste"] > 0).flatten().tolist():
             j = int(nxt[i])

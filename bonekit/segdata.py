@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 
 from bonekit.cache import Cache, build
 from bonekit.data import resolve_root
+from bonekit.datasets import PairedFrames
 from bonekit.errors import DataError
 from bonekit.formats import discover
-from bonekit.loop import PairedFrames
 from bonekit.splits import label_subset, train_val
 
 

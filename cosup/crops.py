@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from bonekit.cache import Cache, unpack
+from bonekit.cache import Cache
+from bonekit.maskbits import unpack
 
 
 def square_box(mask: np.ndarray | torch.Tensor, margin: float) -> tuple[float, float, float] | None:

@@ -20,17 +20,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate.utils import set_seed
+from omegaconf import OmegaConf
 
 from bonekit import checkpoint, config
-from bonekit.config import DataConfig
+from bonekit.accel import make_accelerator
+from bonekit.cli import run
+from bonekit.config import DataConfig, LabelsConfig
 from bonekit.datasets import CachedFrames
+from bonekit.engine import prepare_training
 from bonekit.loop import LoopConfig, fit
-from bonekit.models import load_encoder, make_encoder
-from bonekit.runlog import latest_run, start_run
+from bonekit.models import ModelConfig, build_segmenter, load_encoder, make_encoder
+from bonekit.runlog import start_run
+from bonekit.seg_augment import SegAugConfig
 from bonekit.segdata import setup
+from bonekit.supervised import SupervisedTask
 from cosup import partition as P
-from finetune.task import AugConfig, ModelConfig, SupervisedTask, seg_aug_config
-from finetune.train import LabelsConfig, build_model, make_accelerator, prepare
+from cosup.manifest import Expert, Manifest
 
 
 @dataclass
@@ -55,13 +60,13 @@ class ExpertsConfig:
     labels: LabelsConfig = field(default_factory=lambda: LabelsConfig(fraction=0.1))
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    aug: AugConfig = field(default_factory=AugConfig)
+    aug: SegAugConfig = field(default_factory=SegAugConfig)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=100, eval_every=0))
     loss: str = "bce_dice"
     eval_resolution: int = 0
     precision: str = "auto"
     run_dir: str = ""
-    resume: str = ""  # "" | auto
+    resume: str = ""  # "" | auto | a run folder (or a checkpoint inside it): every model continues where it stopped
 
 
 def plan_experts(cfg, d, accelerator) -> tuple[list[dict], dict]:
@@ -131,10 +136,11 @@ def train_crop_experts(cfg, d, results: list[dict], run_dir: Path, accelerator) 
         if not (edir / "last.safetensors").is_file():
             acc = make_accelerator(cfg.precision)
             set_seed(cfg.loop.seed + 7)
-            model, opt = prepare(acc, build_model(cfg.model, cfg.data.slices, len(out), acc.device), cfg.loop)
+            model, opt = prepare_training(acc, build_segmenter(cfg.model, cfg.data.slices, len(out), acc.device),
+                                          cfg.loop, cfg.loop.channels_last, cfg.loop.compile)
             ds = CropFrames(source, d.labelled.tolist(), out, len(d.classes), size, cfg.partition.crop_margin,
                             cfg.data.slices)
-            task = SupervisedTask(len(d.classes), out, seg_aug_config(cfg.aug, d.classes), cfg.loss, None, 0.0)
+            task = SupervisedTask(len(d.classes), out, OmegaConf.to_object(cfg.aug), d.classes, cfg.loss)
             meta = {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "in_channels": cfg.data.slices,
                     "classes": coarse["classes"], "resolution": size, "config": config.to_dict(cfg),
                     "expert": f"{g}-crop"}
@@ -165,8 +171,7 @@ def train_crop_experts(cfg, d, results: list[dict], run_dir: Path, accelerator) 
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(ExpertsConfig, sys.argv[1:] if argv is None else argv)
-    if cfg.resume == "auto" and not cfg.run_dir:
-        cfg.run_dir = latest_run("experts")
+    cfg.run_dir = checkpoint.find_resume_run(cfg.resume, cfg.run_dir, "experts")
     accelerator = make_accelerator(cfg.precision)
     run_dir = start_run(cfg, "experts", accelerator)
     d = setup(cfg.data, accelerator, cfg.labels.fraction, cfg.labels.seed, cfg.eval_resolution)
@@ -186,9 +191,9 @@ def main(argv: list[str] | None = None) -> Path:
         acc = make_accelerator(cfg.precision)  # one Accelerator per expert: its state holds one model
         set_seed(cfg.loop.seed + 1000 * n)  # initial weights depend on the expert only (resume-safe)
         out = [lookup[c] for c in e["classes"]]
-        model = build_model(cfg.model, cfg.data.slices, len(out), acc.device)
-        model, opt = prepare(acc, model, cfg.loop)
-        task = SupervisedTask(len(d.classes), out, seg_aug_config(cfg.aug, d.classes), cfg.loss, None, cfg.aug.clahe_p)
+        model = build_segmenter(cfg.model, cfg.data.slices, len(out), acc.device)
+        model, opt = prepare_training(acc, model, cfg.loop, cfg.loop.channels_last, cfg.loop.compile)
+        task = SupervisedTask(len(d.classes), out, OmegaConf.to_object(cfg.aug), d.classes, cfg.loss)
         meta = {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "in_channels": cfg.data.slices,
                 "classes": e["classes"], "resolution": cfg.data.resolution, "config": config.to_dict(cfg),
                 "expert": e["name"]}
@@ -208,14 +213,13 @@ def main(argv: list[str] | None = None) -> Path:
         results = train_crop_experts(cfg, d, results, run_dir, accelerator)
         if results is None:
             return run_dir
-    manifest = {
-        "partition": cfg.partition.by, "classes": d.classes, "experts": results,
-        "labelled": d.labelled.tolist(), "pool": d.pool.tolist(), "val": d.val_idx.tolist(),
-        "train": d.train_idx.tolist(), "cache": str(d.cache.root), "data": config.to_dict(cfg)["data"],
-        "labels": config.to_dict(cfg)["labels"], "shards": shard_info,
-    }
+    manifest = Manifest(
+        partition=cfg.partition.by, classes=d.classes, experts=[Expert(**r) for r in results],
+        labelled=d.labelled.tolist(), pool=d.pool.tolist(), val=d.val_idx.tolist(), train=d.train_idx.tolist(),
+        cache=str(d.cache.root), data=config.to_dict(cfg)["data"], labels=config.to_dict(cfg)["labels"],
+        shards=shard_info)
     if accelerator.is_main_process:
-        (run_dir / "experts.json").write_text(json.dumps(manifest, indent=1))
+        manifest.save(run_dir / "experts.json")
         for r in results:
             print(f"expert {r['name']}: validation Dice {r['val_dice']:.4f} on its {len(r['classes'])} bones")
         print(f"experts -> {run_dir / 'experts.json'}")
@@ -223,4 +227,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -3,43 +3,30 @@ image goes to the expert of its shard."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn
 
-from bonekit.errors import DataError
 from bonekit.models import load_model
-
-
-def read_manifest(path: str | Path) -> tuple[dict, Path]:
-    """``experts.json`` (or the experts run folder holding it) -> (manifest, its path)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "experts.json"
-    if not p.is_file():
-        raise DataError(p, "no experts manifest: run cosup/experts.py first (experts=<its run folder>)")
-    return json.loads(p.read_text()), p
+from cosup.manifest import Manifest
 
 
 class Teachers:
-    def __init__(self, manifest: dict, device):
+    def __init__(self, manifest: Manifest, device):
         self.manifest = manifest
-        self.classes = manifest["classes"]
-        self.partition = manifest["partition"]
+        self.classes = manifest.classes
+        self.partition = manifest.partition
         self.device = device
         lookup = {c: i for i, c in enumerate(self.classes)}
         self.experts = []
         self.crops = {}  # expert number -> (coarse model, crop size, margin, source cache)
-        for n, e in enumerate(manifest["experts"]):
-            m, meta = load_model(e["checkpoint"])
-            self.experts.append((m.to(device).eval(), [lookup[c] for c in meta["classes"]], e.get("shard")))
-            if e.get("crop"):
+        for n, e in enumerate(manifest.experts):
+            m, meta = load_model(e.checkpoint)
+            self.experts.append((m.to(device).eval(), [lookup[c] for c in meta["classes"]], e.shard))
+            if e.crop:
                 from bonekit.cache import Cache
 
-                c = e["crop"]
+                c = e.crop
                 coarse, _ = load_model(c["coarse"])
                 self.crops[n] = (coarse.to(device).eval(), c["size"], c["margin"], Cache.open(c["source_cache"]))
 

@@ -24,20 +24,28 @@ from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from bonekit import checkpoint, config, metrics
-from bonekit.cache import unpack
+from bonekit.accel import make_accelerator
+from bonekit.cli import run
 from bonekit.config import DataConfig
 from bonekit.datasets import CachedFrames
-from bonekit.losses import channel_wise, confidence, kd_binary, segmentation_loss, soft_dice
+from bonekit.engine import prepare_training
 from bonekit.loop import LoopConfig, fit, validate
+from bonekit.losses import (
+    channel_wise,
+    confidence,
+    kd_binary,
+    segmentation_loss,
+    soft_dice,
+)
+from bonekit.maskbits import unpack
 from bonekit.metrics import summarise
-from bonekit.models import load_model
-from bonekit.runlog import latest_run, start_run
-from bonekit.seg_augment import augment
+from bonekit.models import ModelConfig, build_segmenter, load_model
+from bonekit.runlog import start_run
+from bonekit.seg_augment import SegAugConfig, augment, paste_indices
 from bonekit.segdata import setup
-from cosup.label import make_targets, open_targets, shard_centroids
-from cosup.teachers import TeacherModule, Teachers, read_manifest, student_shard_fn
-from finetune.task import AugConfig, ModelConfig, seg_aug_config
-from finetune.train import build_model, make_accelerator, prepare
+from cosup.manifest import Manifest, PoolTargets
+from cosup.targets import make_targets, shard_centroids
+from cosup.teachers import TeacherModule, Teachers, student_shard_fn
 
 
 @dataclass
@@ -69,14 +77,14 @@ class DistillConfig:
     grow: list[str] = field(default_factory=list)  # encoder per round (weak -> strong); empty = model.encoder
     rounds: int = 1
     kd: KDConfig = field(default_factory=KDConfig)
-    aug: AugConfig = field(default_factory=AugConfig)
+    aug: SegAugConfig = field(default_factory=SegAugConfig)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=150, eval_every=0))
     loss: str = "bce_dice"
     report: ReportConfig = field(default_factory=ReportConfig)
     eval_resolution: int = 0
     precision: str = "auto"
     run_dir: str = ""
-    resume: str = ""  # "" | auto
+    resume: str = ""  # "" | auto | a run folder (or a checkpoint inside it): every model continues where it stopped
 
 
 class DistillFrames(Dataset):
@@ -125,8 +133,9 @@ class DistillFrames(Dataset):
 
 
 class DistillTask:
-    def __init__(self, k: int, aug, kd: KDConfig, loss: str, steps: int):
+    def __init__(self, k: int, aug: SegAugConfig, classes: list[str], kd: KDConfig, loss: str, steps: int):
         self.k, self.aug, self.kd, self.steps = k, aug, kd, steps
+        self.paste = paste_indices(aug, classes)
         self.out_classes = list(range(k))
         self.seg = segmentation_loss(loss)
 
@@ -137,7 +146,7 @@ class DistillTask:
         teacher = batch["teacher"].to(x.device).float().div_(255)
         y = torch.where(lab.view(-1, 1, 1, 1), gt, teacher)
         ignore = (~batch["keep"].to(x.device).bool())[:, :, None, None].expand_as(y).contiguous()
-        x, y, ignore = augment(x, y, keys, self.aug, ignore)
+        x, y, ignore = augment(x, y, keys, self.aug, ignore, self.paste)
         return x, {"y": y, "ignore": ignore, "labelled": lab}
 
     def alpha(self, step: int) -> float:
@@ -167,16 +176,15 @@ class DistillTask:
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(DistillConfig, sys.argv[1:] if argv is None else argv)
-    manifest, mpath = read_manifest(cfg.experts)
+    manifest, mpath = Manifest.read(cfg.experts)
     # The student sees the same data, folds and label subset as the experts.
-    cfg.data = OmegaConf.merge(cfg.data, {k: v for k, v in manifest["data"].items() if k != "resolution"})
-    if cfg.resume == "auto" and not cfg.run_dir:
-        cfg.run_dir = latest_run("distill")
+    cfg.data = OmegaConf.merge(cfg.data, {k: v for k, v in manifest.data.items() if k != "resolution"})
+    cfg.run_dir = checkpoint.find_resume_run(cfg.resume, cfg.run_dir, "distill")
     accelerator = make_accelerator(cfg.precision)
     run_dir = start_run(cfg, "distill", accelerator)
-    lab = manifest["labels"]
+    lab = manifest.labels
     d = setup(cfg.data, accelerator, lab["fraction"], lab["seed"], cfg.eval_resolution)
-    if sorted(d.labelled.tolist()) != sorted(manifest["labelled"]) or len(d.cache) != len(manifest["train"]) + len(manifest["val"]):
+    if sorted(d.labelled.tolist()) != sorted(manifest.labelled) or len(d.cache) != len(manifest.train) + len(manifest.val):
         raise ValueError(f"the student's data differs from the experts' (label subset of fraction {lab['fraction']}, "
                          f"seed {lab['seed']}): use the same data.root and data.phantom settings")
     k = len(d.classes)
@@ -192,17 +200,18 @@ def main(argv: list[str] | None = None) -> Path:
             with accelerator.main_process_first():
                 if accelerator.is_main_process:
                     make_targets(manifest, tdir, student_path if (r > 0 and cfg.kd.denoise) or
-                                 manifest["partition"] == "shards" else "", cfg.kd.min_keep, device=accelerator.device)
-        index, targets, keep = open_targets(tdir)
+                                 manifest.partition == "shards" else "", cfg.kd.min_keep, device=accelerator.device)
+        pt = PoolTargets.open(tdir)
+        index, targets, keep = pt.index, pt.targets, pt.keep
         accelerator.print(f"round {r}: {len(index['frames'])} pool images, kept share "
                           f"{np.mean(list(index['kept_share'].values())):.2f} (per bone in {tdir / 'kept_share.csv'})")
         acc = make_accelerator(cfg.precision)
         set_seed(cfg.loop.seed + 1000 * r)  # each round's initial weights depend on its number only (resume-safe)
         mcfg = OmegaConf.merge(cfg.model, {"encoder": cfg.grow[r]} if r < len(cfg.grow) else {})
-        model = build_model(mcfg, cfg.data.slices, k, acc.device)
-        model, opt = prepare(acc, model, cfg.loop)
+        model = build_segmenter(mcfg, cfg.data.slices, k, acc.device)
+        model, opt = prepare_training(acc, model, cfg.loop, cfg.loop.channels_last, cfg.loop.compile)
         ds = DistillFrames(d.cache, d.labelled, index["frames"], targets, keep, cfg.data.slices, cfg.kd.labelled_share)
-        task = DistillTask(k, seg_aug_config(cfg.aug, d.classes), cfg.kd, cfg.loss, cfg.loop.steps)
+        task = DistillTask(k, OmegaConf.to_object(cfg.aug), d.classes, cfg.kd, cfg.loss, cfg.loop.steps)
         meta = {"arch": mcfg.arch, "encoder": mcfg.encoder, "in_channels": cfg.data.slices, "classes": d.classes,
                 "resolution": cfg.data.resolution, "config": config.to_dict(cfg), "round": r}
         resume_from = checkpoint.latest(rdir) if cfg.resume else None
@@ -228,15 +237,15 @@ def report(cfg, manifest, d, student_path: str, run_dir: Path, accelerator) -> N
         return summarise(validate(accelerator, model.to(device), loader, k, list(range(k))))[0]
 
     rows: dict[str, np.ndarray] = {}
-    for e in manifest["experts"]:  # experts on their own bones (NaN elsewhere)
+    for e in manifest.experts:  # experts on their own bones (NaN elsewhere)
         v = np.full(k, np.nan)
-        idx = [d.classes.index(c) for c in e["classes"]]
-        v[idx] = e["val_per_class"] if e["val_per_class"] else np.nan
-        rows[f"expert:{e['name']}"] = v
+        idx = [d.classes.index(c) for c in e.classes]
+        v[idx] = e.val_per_class if e.val_per_class else np.nan
+        rows[f"expert:{e.name}"] = v
     student, _ = load_model(student_path, d.classes)
     teachers = Teachers(manifest, device)
     shard_fn = None
-    if manifest["partition"] == "shards":
+    if manifest.partition == "shards":
         cents = shard_centroids(student.to(device).eval(), d.cache, manifest, cfg.data.slices // 2, device)
         shard_fn = student_shard_fn(student, cents)
     rows["teacher"] = score(TeacherModule(teachers, shard_fn))
@@ -248,8 +257,8 @@ def report(cfg, manifest, d, student_path: str, run_dir: Path, accelerator) -> N
     pgr = metrics.pgr(rows["student"], rows["teacher"], rows["ceiling"], min_gap=0.05) if "ceiling" in rows else None
     pgr_of_means = None
     if "ceiling" in rows:
-        pgr_of_means = float(metrics.pgr([np.nanmean(rows["student"])], [np.nanmean(rows["teacher"])],
-                                         [np.nanmean(rows["ceiling"])])[0])
+        pgr_of_means = metrics.pgr_of_means(np.nanmean(rows["student"]), np.nanmean(rows["teacher"]),
+                                            np.nanmean(rows["ceiling"]))
     with open(run_dir / "report.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["model", "mean"] + d.classes)
@@ -257,20 +266,22 @@ def report(cfg, manifest, d, student_path: str, run_dir: Path, accelerator) -> N
             w.writerow([name, f"{np.nanmean(v):.4f}"] + [("" if np.isnan(x) else f"{x:.4f}") for x in v])
         if pgr is not None:
             # The "mean" column of the PGR row is the PGR of the mean Dice (robust); per bone where the gap > 0.05.
-            w.writerow(["PGR", f"{pgr_of_means:.4f}"] + [("" if np.isnan(x) else f"{x:.4f}") for x in pgr])
+            w.writerow(["PGR", "" if pgr_of_means is None else f"{pgr_of_means:.4f}"] + [("" if np.isnan(x) else f"{x:.4f}") for x in pgr])
     head = ["| model | mean | " + " | ".join(d.classes) + " |", "|---" * (k + 2) + "|"]
     lines = [f"| {n} | {np.nanmean(v):.4f} | " + " | ".join("" if np.isnan(x) else f"{x:.3f}" for x in v) + " |"
              for n, v in rows.items()]
     if pgr is not None:
-        lines.append(f"| PGR (of the means; per bone where ceiling - teacher > 0.05) | {pgr_of_means:.3f} | "
+        pm = "undefined" if pgr_of_means is None else f"{pgr_of_means:.3f}"
+        lines.append(f"| PGR (of the means; per bone where ceiling - teacher > 0.05) | {pm} | "
                      + " | ".join("" if np.isnan(x) else f"{x:.2f}" for x in pgr) + " |")
     (run_dir / "report.md").write_text("\n".join(head + lines) + "\n")
     for n, v in rows.items():
         print(f"{n:24s} mean Dice {np.nanmean(v):.4f}")
     if pgr is not None:
-        print(f"{'PGR of the mean Dice':24s} {pgr_of_means:.4f}")
+        print(f"{'PGR of the mean Dice':24s} " + ("undefined: the ceiling does not beat the teacher"
+                                                  if pgr_of_means is None else f"{pgr_of_means:.4f}"))
     print(f"report -> {run_dir / 'report.md'}")
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

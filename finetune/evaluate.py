@@ -20,19 +20,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from bonekit import config
-from bonekit.cache import build, unpack
+from bonekit.cache import build
+from bonekit.cli import run
 from bonekit.config import DataConfig
 from bonekit.data import resolve_root
+from bonekit.datasets import PairedFrames
 from bonekit.formats import discover
-from bonekit.loop import PairedFrames
+from bonekit.maskbits import unpack
 from bonekit.metrics import counts, dice_from_counts, format_per_class
-from bonekit.models import pick_device, read_model_meta
+from bonekit.models import pick_device
 from bonekit.segdata import setup
-from finetune.infer import Predictor
+from finetune.infer import Predictor, load_config
 from finetune.report_figs import dice_bars, overlay, save_rgb
 
 THRESHOLD_GRID = [0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7]
@@ -53,23 +56,6 @@ class EvaluateConfig:
     eval_resolution: int = 0  # 0: each label's own resolution
     out_dir: str = ""
     device: str = "auto"
-
-
-def _checkpoint_list(argv: list[str]) -> list[str]:
-    cfg = OmegaConf.from_dotlist([a for a in argv if a.split("=", 1)[0] in ("checkpoint", "checkpoints")])
-    return ([cfg.checkpoint] if cfg.get("checkpoint") else []) + list(cfg.get("checkpoints") or [])
-
-
-def load_config(schema, argv: list[str]):
-    """The config, with the data section defaulting to the first checkpoint's own data config."""
-    cks = _checkpoint_list(argv)
-    base = None
-    if cks:
-        data = read_model_meta(cks[0]).get("config", {}).get("data")
-        if data:
-            base = {"data": data}
-    cfg = config.load(schema, argv, base=base)
-    return cfg, cks
 
 
 def eval_items(cfg, resolution: int, accelerator_like):
@@ -134,9 +120,9 @@ def main(argv: list[str] | None = None) -> Path:
         per_image.append(dice_from_counts(tp.double(), fp.double(), fn.double())[0].cpu().numpy())
         names_img.append(Path(items.labels.frames[int(items.label_indices[i])]["image"]).name)
         # Confusion: predicted A where the truth is B and not A (neighbouring bones taken for each other).
-        wrong = (m & ~gt).flatten(1).float()
-        confusion += (wrong @ gt.flatten(1).float().T).double().cpu()
-        pred_area += m.flatten(1).sum(1).double().cpu()
+        wrong = rearrange(m & ~gt, "k h w -> k (h w)").float()
+        confusion += (wrong @ rearrange(gt, "k h w -> (h w) k").float()).double().cpu()  # [K pred, K truth]
+        pred_area += rearrange(m, "k h w -> k (h w)").sum(1).double().cpu()
         del probs
     dice = np.stack(per_image)  # [N, K]
     thresholds = None
@@ -222,4 +208,4 @@ def write_confusion(out: Path, names, conf: np.ndarray, area: np.ndarray) -> Non
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -9,10 +9,29 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
+from bonekit import config
 from bonekit.errors import DataError
-from bonekit.models import load_model
+from bonekit.models import load_model, read_model_meta
 from bonekit.tiles import sliding_window
+
+
+def _checkpoint_list(argv: list[str]) -> list[str]:
+    cfg = OmegaConf.from_dotlist([a for a in argv if a.split("=", 1)[0] in ("checkpoint", "checkpoints")])
+    return ([cfg.checkpoint] if cfg.get("checkpoint") else []) + list(cfg.get("checkpoints") or [])
+
+
+def load_config(schema, argv: list[str]):
+    """The config, with the data section defaulting to the first checkpoint's own data config."""
+    cks = _checkpoint_list(argv)
+    base = None
+    if cks:
+        data = read_model_meta(cks[0]).get("config", {}).get("data")
+        if data:
+            base = {"data": data}
+    cfg = config.load(schema, argv, base=base)
+    return cfg, cks
 
 
 class Predictor:

@@ -18,14 +18,14 @@ import torch
 from tqdm.auto import tqdm
 
 from bonekit.cache import resize_image
-from bonekit.data import resolve_root
+from bonekit.cli import run
 from bonekit.config import DataConfig
+from bonekit.data import resolve_root
 from bonekit.errors import DataError
 from bonekit.formats.images import find_xrays, read_xray
 from bonekit.models import pick_device
 from bonekit.submission import SubmissionWriter
-from finetune.evaluate import load_config
-from finetune.infer import Predictor
+from finetune.infer import Predictor, load_config
 
 
 @dataclass
@@ -76,4 +76,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

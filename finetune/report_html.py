@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bonekit import metrics
 from bonekit.metrics import format_per_class
 
 
@@ -111,8 +112,7 @@ def pgr_of_means(rows: list[dict]) -> None:
     for r in rows:
         c = ceil.get((r["init"], r["seed"]))
         if r.get("teacher") and c is not None:
-            t = float(np.mean(list(r["teacher"].values())))
-            r["pgr_mean"] = (r["mean_dice"] - t) / (c - t) if c - t > 1e-6 else None
+            r["pgr_mean"] = metrics.pgr_of_means(r["mean_dice"], float(np.mean(list(r["teacher"].values()))), c)
 
 
 def write_markdown(out: Path, rows: list[dict]) -> Path:

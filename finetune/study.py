@@ -26,9 +26,10 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from bonekit import config
+from bonekit.cli import run
 from bonekit.config import DataConfig
-from bonekit.metrics import pgr
-from finetune.task import ModelConfig
+from bonekit.metrics import pgr, pgr_of_means
+from bonekit.models import ModelConfig
 
 
 @dataclass
@@ -78,6 +79,8 @@ def dotlist(prefix: str, node) -> list[str]:
             out.append(f"{key}=[{','.join(str(x) for x in v)}]")
         elif v == "":
             out.append(f"{key}=''")
+        elif v is None:
+            out.append(f"{key}=null")
         else:
             out.append(f"{key}={v}")
     return out
@@ -216,8 +219,8 @@ class Study:
             g = pgr([per_bone[n] for n in names], [teacher[n] for n in names], [ceiling["per_bone"][n] for n in names],
                     min_gap=0.05)
             row["pgr"] = dict(zip(names, [None if np.isnan(v) else float(v) for v in g]))
-            m = pgr([row["mean_dice"]], [np.mean(list(teacher.values()))], [ceiling["mean_dice"]])[0]
-            row["pgr_mean"] = None if np.isnan(m) else float(m)  # PGR of the mean Dice
+            row["pgr_mean"] = pgr_of_means(row["mean_dice"], float(np.mean(list(teacher.values()))),
+                                           ceiling["mean_dice"])
         done.parent.mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps(row, indent=1))
         return row
@@ -245,4 +248,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bonekit.cache import Cache, unpack
+from bonekit.cache import Cache
+from bonekit.maskbits import unpack
 from bonekit.metrics import counts_from_logits, dice_from_counts
 
 

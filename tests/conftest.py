@@ -108,3 +108,19 @@ def one_vs_two_processes(script: str, args: list[str], tmp: Path, weights: str, 
     a, b = (load_file(str(tmp / name / weights)) for name in ("one", "two"))
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
     assert worst < atol_weights, worst
+
+
+# Tiny experts (cosup/experts.py through accelerate), shared by the cosup and the distillation tests.
+COSUP_ARGS = TINY + ["data.folds=2", "loop.batch_size=2", "loop.workers=0", "loop.val_batch_size=2", "loop.log_every=1",
+                    "labels.fraction=0.5"]
+
+
+@pytest.fixture(scope="session")
+def experts(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cosup")
+    cache = tmp / "cache"
+    cache.mkdir()
+    launch("cosup/experts.py",
+           COSUP_ARGS + ["loop.steps=2", "partition.crop_groups=[carpals]", f"run_dir={tmp / 'experts'}"],
+           cache)
+    return tmp, cache

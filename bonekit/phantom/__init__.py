@@ -4,6 +4,7 @@
 competition layout; :func:`ensure` makes the default dataset on first use.
 """
 
-from bonekit.phantom.generate import Spec, ensure, generate, stats
+from bonekit.phantom.generate import ensure, generate, stats
+from bonekit.phantom.spec import Spec
 
 __all__ = ["Spec", "ensure", "generate", "stats"]

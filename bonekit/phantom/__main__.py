@@ -7,7 +7,8 @@ import argparse
 import sys
 import time
 
-from bonekit.phantom.generate import Spec, generate, stats
+from bonekit.phantom.generate import generate, stats
+from bonekit.phantom.spec import Spec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bent-share", type=float, default=0.11, help="share of bent/rotated wrists in train")
     ap.add_argument("--test-bent-share", type=float, default=None, help="the test split's share (0.58: real shift)")
     ap.add_argument("--volumes", action="store_true", help="also write CT-like NIfTI volumes")
+    ap.add_argument("--variation", default="classic", choices=["classic", "wide"],
+                    help="wide: children, curled/splayed fingers, turned hands, clutter, varied exposures")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--stats", metavar="DIR", help="print the figures of a written dataset and exit")
     a = ap.parse_args(argv)
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.out:
         ap.error("--out is required (or --stats DIR)")
     spec = Spec(people=a.people, test_people=a.test_people, size=a.size, seed=a.seed, bent_share=a.bent_share,
-                test_bent_share=a.test_bent_share, volumes=a.volumes)
+                test_bent_share=a.test_bent_share, volumes=a.volumes, variation=a.variation)
     t = time.perf_counter()
     try:
         generate(a.out, spec, workers=a.workers)

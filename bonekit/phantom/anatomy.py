@@ -36,7 +36,7 @@ CARPAL_LAYOUT = {
     "Capitate": (0.05, 1.55, 0.0, (1.3, 2.2, 1.3), 0.0),
     "Hamate": (1.05, 1.45, 0.05, (1.35, 1.9, 1.2), 12.0),
 }
-MU = {"cortex": 1.0, "marrow": 0.45, "tissue": 0.13, "metal": 6.0}  # linear attenuation, 1/cm (display units)
+MU = {"cortex": 1.0, "marrow": 0.45, "tissue": 0.13, "metal": 6.0, "plaster": 0.32}  # 1/cm (display units)
 
 
 @dataclass
@@ -51,9 +51,13 @@ class Person:
     weight: float
     height: float
     tissue: float  # soft-tissue thickness factor
+    ossification: float = 1.0  # carpal size relative to an adult's (small, late-ossifying carpals in children)
+    plate: float = 0.025  # growth-plate thickness, share of the bone's length (children only)
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> "Person":
+    def sample(cls, rng: np.random.Generator, wide: bool = False) -> "Person":
+        if wide:
+            return cls.sample_wide(rng)
         sex = "F" if rng.random() < 0.5 else "M"
         age = int(rng.choice([rng.integers(8, 18), rng.integers(18, 75)], p=[0.2, 0.8]))
         base = 0.93 if sex == "F" else 1.0
@@ -64,6 +68,24 @@ class Person:
         return cls(scale=base * rng.uniform(0.95, 1.05), finger_scale=rng.uniform(0.94, 1.06),
                    width_scale=rng.uniform(0.9, 1.1) * (0.95 if sex == "F" else 1.0), age=age, sex=sex,
                    weight=weight, height=height, tissue=rng.uniform(0.85, 1.2))
+
+    @classmethod
+    def sample_wide(cls, rng: np.random.Generator) -> "Person":
+        """The ``variation=wide`` population: a quarter children aged 3-17 (small hands, unfused epiphyses with
+        wide growth plates, carpals still small), adults to 85; thin to heavy soft tissue."""
+        sex = "F" if rng.random() < 0.5 else "M"
+        age = int(rng.integers(3, 18)) if rng.random() < 0.25 else int(rng.integers(18, 86))
+        base = 0.93 if sex == "F" else 1.0
+        if age < 18:  # hand length grows from ~55% of the adult's at 3 to 100% at 17
+            base *= 0.55 + 0.45 * (age - 3) / 14
+        ossification = float(np.clip(0.3 + 0.7 * (age - 3) / 11, 0.3, 1.0))
+        plate = 0.06 - 0.035 * (age - 3) / 14 if age < 17 else 0.025
+        height = float(np.round(rng.normal(160 if sex == "F" else 173, 7) * (base / (0.93 if sex == "F" else 1.0)) ** 0.5, 1))
+        weight = float(np.round(rng.normal(55 if sex == "F" else 70, 12) * base, 1))
+        return cls(scale=base * rng.uniform(0.92, 1.08), finger_scale=rng.uniform(0.9, 1.1),
+                   width_scale=rng.uniform(0.85, 1.15) * (0.95 if sex == "F" else 1.0), age=age, sex=sex,
+                   weight=weight, height=height, tissue=rng.uniform(0.7, 1.6), ossification=ossification,
+                   plate=plate)
 
 
 @dataclass
@@ -79,7 +101,9 @@ class Pose:
     bent: bool
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, bent_share: float) -> "Pose":
+    def sample(cls, rng: np.random.Generator, bent_share: float, wide: bool = False) -> "Pose":
+        if wide:
+            return cls.sample_wide(rng, bent_share)
         bent = bool(rng.random() < bent_share)
         if bent:  # the pose shift of the real test set: a bent or rotated wrist
             rot, dev, flex = rng.uniform(15, 40) * rng.choice([-1, 1]), rng.uniform(10, 25) * rng.choice([-1, 1]), rng.uniform(-25, 25)
@@ -87,6 +111,23 @@ class Pose:
             rot, dev, flex = rng.normal(0, 3), rng.normal(0, 4), rng.normal(0, 4)
         flexion = [[abs(rng.normal(0, 12)), abs(rng.normal(0, 10)), abs(rng.normal(0, 8))] for _ in range(5)]
         return cls(spread=rng.uniform(-0.3, 1.0), flexion=flexion, thumb_abduction=rng.normal(0, 5),
+                   wrist_rotation=rot, wrist_deviation=dev, wrist_flexion=flex, bent=bent)
+
+    @classmethod
+    def sample_wide(cls, rng: np.random.Generator, bent_share: float) -> "Pose":
+        """``variation=wide``: fingers from pressed together to splayed, some curled towards a fist (strong
+        foreshortening), the thumb from adducted to abducted, and stronger wrist rotation/deviation/flexion."""
+        bent = bool(rng.random() < bent_share)
+        if bent:
+            rot, dev, flex = rng.uniform(15, 50) * rng.choice([-1, 1]), rng.uniform(10, 30) * rng.choice([-1, 1]), rng.uniform(-35, 35)
+        else:
+            rot, dev, flex = rng.normal(0, 8), rng.normal(0, 8), rng.normal(0, 10)
+        flexion = []
+        for _ in range(5):
+            curl = rng.random() < 0.15
+            f = [abs(rng.normal(0, 22)), abs(rng.normal(0, 18)), abs(rng.normal(0, 14))]
+            flexion.append([v + (rng.uniform(30, 60) if curl else 0.0) for v in f])
+        return cls(spread=rng.uniform(-0.6, 1.8), flexion=flexion, thumb_abduction=rng.normal(0, 12),
                    wrist_rotation=rot, wrist_deviation=dev, wrist_flexion=flex, bent=bent)
 
 
@@ -104,10 +145,11 @@ class Solid:
 class Hand:
     bones: list[Solid]
     tissue: list[Ellipsoid]
-    metal: list[tuple[Ellipsoid, Ellipsoid]]  # (outer, inner) ring shells
+    metal: list[tuple[Ellipsoid, Ellipsoid | None, float]]  # (outer, inner or None, attenuation): rings, casts...
 
 
-def long_bone(label: int, p0: np.ndarray, p1: np.ndarray, r: float, young: bool, kind: str) -> Solid:
+def long_bone(label: int, p0: np.ndarray, p1: np.ndarray, r: float, young: bool, kind: str,
+              plate: float = 0.025) -> Solid:
     """Shaft + base + head between joint points ``p0`` (proximal) and ``p1`` (distal)."""
     d = p1 - p0
     length = float(np.linalg.norm(d))
@@ -127,7 +169,7 @@ def long_bone(label: int, p0: np.ndarray, p1: np.ndarray, r: float, young: bool,
     inner = [shaft.scaled([0.55, 0.9, 0.55]), base.scaled(0.72), head.scaled(0.72)]
     plates = []
     if young:  # open growth plate: a thin low-density disc between the base epiphysis and the shaft
-        plates.append(Ellipsoid(p0 + u * 0.22 * length, rot, np.array([base_r * 0.95, 0.025 * length, base_r * 0.8])))
+        plates.append(Ellipsoid(p0 + u * 0.22 * length, rot, np.array([base_r * 0.95, plate * length, base_r * 0.8])))
     return Solid(label, outer, inner, plates)
 
 
@@ -163,7 +205,7 @@ def build_hand(person: Person, pose: Pose, rng: np.random.Generator, ring: bool 
             p0 = p + direction * gap
             p1 = p0 + direction * lengths[seg]
             r = SHAFT_R[kinds[seg]][ray] * ws
-            bones.append(long_bone(idx[names[ray][seg]], p0, p1, r, young, kinds[seg]))
+            bones.append(long_bone(idx[names[ray][seg]], p0, p1, r, young, kinds[seg], person.plate))
             p = p1
             ray_points.append(p1.copy())
         # Soft tissue of the finger: one ellipsoid per segment beyond the metacarpal, a little wider than the bone.
@@ -177,12 +219,12 @@ def build_hand(person: Person, pose: Pose, rng: np.random.Generator, ring: bool 
             c = a + 0.45 * (b - a)
             w = 0.8 * ws * person.tissue
             metal.append((Ellipsoid(c, rot, np.array([w * 1.05, 0.22, w * 0.95])),
-                          Ellipsoid(c, rot, np.array([w * 0.92, 0.22, w * 0.82]))))
+                          Ellipsoid(c, rot, np.array([w * 0.92, 0.22, w * 0.82])), MU["metal"]))
     # Carpals.
     for name, (x, y, z, size, tilt) in CARPAL_LAYOUT.items():
         jitter = rng.normal(0, 0.04, 3) * s
         e = Ellipsoid(np.array([x * s, y * s, z * s]) + jitter, rotation("z", -tilt),
-                      np.array(size) / 2 * s * np.array([ws / s, 1.0, ws / s]))
+                      np.array(size) / 2 * s * np.array([ws / s, 1.0, ws / s]) * person.ossification)
         bones.append(Solid(idx[name], [e], [e.scaled(0.7)]))
     # Palm tissue.
     tissue.append(Ellipsoid(np.array([0.1, 3.9, 0.3]) * s, np.eye(3), np.array([4.3, 4.4, 1.25]) * s * person.tissue ** 0.5))
@@ -215,11 +257,52 @@ def _rodrigues(axis: np.ndarray, deg: float) -> np.ndarray:
 def _move(hand: Hand, rot: np.ndarray, shift: np.ndarray, pivot: np.ndarray) -> Hand:
     f = lambda e: e.transformed(rot, shift, pivot)  # noqa: E731
     bones = [Solid(b.label, [f(e) for e in b.outer], [f(e) for e in b.inner], [f(e) for e in b.plates]) for b in hand.bones]
-    return Hand(bones, [f(e) for e in hand.tissue], [(f(a), f(b)) for a, b in hand.metal])
+    return Hand(bones, [f(e) for e in hand.tissue], [(f(a), None if b is None else f(b), mu) for a, b, mu in hand.metal])
 
 
 def mirror(hand: Hand) -> Hand:
     """The left hand: the mirror image in x."""
     m = lambda e: e.mirrored_x()  # noqa: E731
     bones = [Solid(b.label, [m(e) for e in b.outer], [m(e) for e in b.inner], [m(e) for e in b.plates]) for b in hand.bones]
-    return Hand(bones, [m(e) for e in hand.tissue], [(m(a), m(b)) for a, b in hand.metal])
+    return Hand(bones, [m(e) for e in hand.tissue], [(m(a), None if b is None else m(b), mu) for a, b, mu in hand.metal])
+
+
+def rotate_in_plane(hand: Hand, deg: float, pivot: np.ndarray) -> Hand:
+    """The whole hand and forearm turned in the detector plane about ``pivot`` (how it lay on the detector)."""
+    return _move(hand, rotation("z", -deg), np.zeros(3), pivot)
+
+
+def add_clutter(hand: Hand, person: Person, rng: np.random.Generator) -> list[str]:
+    """``variation=wide``: objects in the beam, each with its own chance: rings on any finger, a watch or bracelet,
+    a plaster cast over wrist and forearm, a fixation plate with screws on the Radius. Appends to ``hand.metal``;
+    returns the names of what was added."""
+    s, ws = person.scale, person.width_scale * person.scale
+    added = []
+    if rng.random() < 0.2:  # a ring: a thin dense shell around a finger near its base
+        b = hand.bones[int(rng.integers(0, 19))]  # a finger bone
+        shaft = b.outer[0]
+        w = 0.8 * ws * person.tissue
+        hand.metal.append((Ellipsoid(shaft.center, shaft.rot, np.array([w * 1.05, 0.22, w * 0.95])),
+                           Ellipsoid(shaft.center, shaft.rot, np.array([w * 0.92, 0.22, w * 0.82])), MU["metal"]))
+        added.append("ring")
+    if rng.random() < 0.12:  # a watch or bracelet around the distal forearm, with a dense case
+        y = rng.uniform(-5.5, -3.2) * s
+        c = np.array([0.4 * s, y, 0.2 * s])
+        hand.metal.append((Ellipsoid(c, np.eye(3), np.array([3.0 * s, 0.7, 2.2 * s])),
+                           Ellipsoid(c, np.eye(3), np.array([2.85 * s, 0.7, 2.05 * s])), MU["metal"] * 0.6))
+        hand.metal.append((Ellipsoid(c + np.array([rng.uniform(-1, 1) * s, 0, 2.0 * s]), np.eye(3),
+                                     np.array([1.6, 1.6, 0.5]) * s), None, MU["metal"] * 0.35))
+        added.append("watch")
+    if rng.random() < 0.07:  # a plaster cast: a thick low-contrast shell over the wrist and forearm
+        c = np.array([0.3 * s, -3.5 * s, 0.2 * s])
+        hand.metal.append((Ellipsoid(c, np.eye(3), np.array([4.6, 7.5, 3.4]) * s),
+                           Ellipsoid(c, np.eye(3), np.array([3.6, 7.4, 2.5]) * s), MU["plaster"]))
+        added.append("cast")
+    if rng.random() < 0.05:  # a volar plate with screws on the distal Radius (after a fracture)
+        c = np.array([-0.5 * s, -3.2 * s, -0.9 * s])
+        hand.metal.append((Ellipsoid(c, rotation("z", 4), np.array([0.9, 2.6, 0.12]) * s), None, MU["metal"]))
+        for k in range(4):
+            q = c + np.array([rng.uniform(-0.4, 0.4) * s, (-1.8 + 1.1 * k) * s, 0.6 * s])
+            hand.metal.append((Ellipsoid(q, rotation("x", 90), np.array([0.13, 0.8, 0.13]) * s), None, MU["metal"]))
+        added.append("plate")
+    return added

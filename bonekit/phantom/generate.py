@@ -12,12 +12,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,24 +25,9 @@ from tqdm.auto import tqdm
 from bonekit.classes import HAND29
 from bonekit.formats import competition
 from bonekit.phantom.sample import make_hand, person_for, radiograph, rng_for
+from bonekit.phantom.spec import VERSION, Spec
 
-VERSION = 1
 BASE_TS = 1661130828152
-
-
-@dataclass(frozen=True)
-class Spec:
-    people: int = 24
-    test_people: int = 6
-    size: int = 512
-    seed: int = 0
-    bent_share: float = 0.11
-    test_bent_share: float | None = None  # None: the same as bent_share
-    volumes: bool = False
-    volume_size: int = 128
-
-    def key(self) -> str:
-        return hashlib.sha1(json.dumps([VERSION, asdict(self)], sort_keys=True).encode()).hexdigest()[:10]
 
 
 def _check(spec: Spec) -> None:
@@ -53,6 +37,8 @@ def _check(spec: Spec) -> None:
         raise ValueError(f"--test-people must be >= 0, got {spec.test_people}")
     if not 64 <= spec.size <= 2048:
         raise ValueError(f"--size must be in [64, 2048], got {spec.size}")
+    if spec.variation not in ("classic", "wide"):
+        raise ValueError(f"variation must be classic or wide, got {spec.variation!r}")
     if not 0.0 <= spec.bent_share <= 1.0:
         raise ValueError(f"--bent-share must be in [0, 1], got {spec.bent_share}")
 
@@ -76,7 +62,7 @@ def plan(spec: Spec) -> list[dict]:
 def _write_one(args: tuple[Spec, dict, str]) -> dict:
     spec, job, out = args
     bent = spec.bent_share if job["split"] == "train" or spec.test_bent_share is None else spec.test_bent_share
-    r = radiograph(spec.seed, job["pid"], job["image"], job["side"], spec.size, bent)
+    r = radiograph(spec.seed, job["pid"], job["image"], job["side"], spec.size, bent, spec.variation)
     polys = {}
     for k, c in enumerate(HAND29):
         poly = competition.mask_to_polygon(r.labels[k])
@@ -86,7 +72,7 @@ def _write_one(args: tuple[Spec, dict, str]) -> dict:
     if spec.volumes:
         from bonekit.phantom.volume import voxelise, write_volume
 
-        hand, view, _, _ = make_hand(spec.seed, job["pid"], job["image"], job["side"], bent)
+        hand, view, _, _ = make_hand(spec.seed, job["pid"], job["image"], job["side"], bent, spec.variation)
         view = view.at(spec.volume_size)
         mu, lab = voxelise(hand, view, len(HAND29))
         write_volume(Path(out) / "volumes" / f"{job['person']}_{job['side']}", mu, lab, view.pix * 10)
@@ -116,7 +102,7 @@ def generate(out: str | Path, spec: Spec, workers: int = 1, progress: bool = Tru
     people = sorted({(j["pid"], j["person"]) for j in jobs})
     rows = []
     for pid, person in people:
-        p = person_for(spec.seed, pid)
+        p = person_for(spec.seed, pid, spec.variation)
         rows.append({"person": person, "age": p.age, "sex": p.sex, "weight": p.weight, "height": p.height})
     competition.write_meta(out / "meta_data.xlsx", rows)
     (out / "phantom.json").write_text(json.dumps({"version": VERSION, **asdict(spec)}, indent=1, sort_keys=True))

@@ -96,14 +96,14 @@ def project(hand: Hand, view: View, n_classes: int) -> tuple[np.ndarray, np.ndar
             extra -= 0.6 * (MU["marrow"] - MU["tissue"]) * (hi - lo)
         att[rs, cs] += np.maximum(extra, 0.0)
         labels[bone.label, rs, cs] |= outer > 0
-    for outer_e, inner_e in hand.metal:
+    for outer_e, inner_e, mu in hand.metal:  # rings, watches, casts, plates: shells (outer - inner) or solids
         reg = view.region([outer_e])
         if reg is None:
             continue
         rs, cs, x, y = reg
         lo, hi = chord_interval(outer_e, x, y)
-        li, hi2 = chord_interval(inner_e, x, y)
-        att[rs, cs] += MU["metal"] * np.maximum((hi - lo) - (hi2 - li), 0)
+        li, hi2 = chord_interval(inner_e, x, y) if inner_e is not None else (0.0, 0.0)
+        att[rs, cs] += mu * np.maximum((hi - lo) - (hi2 - li), 0)
     return att.astype(np.float32), labels
 
 
@@ -118,6 +118,10 @@ class Exposure:
     blur: float  # pixels at 512; scaled with size
     collimation: tuple[float, float, float, float] | None  # fractions (top, bottom, left, right) cut off
     marker_corner: int  # 0..3
+    invert: bool = False  # displayed as MONOCHROME1 (bones dark on a bright background)
+    heel: float = 0.0  # anode heel effect: brightness gradient across the image, +-
+    window: float = 0.0  # contrast-curve steepness of the display's sigmoid window (0: the plain curve)
+    text: str = ""  # burnt-in annotation (dates, names, technician marks)
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> "Exposure":
@@ -128,11 +132,30 @@ class Exposure:
                    noise=rng.uniform(0.006, 0.02), blur=rng.uniform(0.4, 1.1), collimation=col,
                    marker_corner=int(rng.integers(0, 4)))
 
+    @classmethod
+    def sample_wide(cls, rng: np.random.Generator) -> "Exposure":
+        """``variation=wide``: under- to over-exposed, soft to hard contrast curves, low to high noise and blur,
+        collimation on most images, some inverted displays, heel gradients and burnt-in text."""
+        col = tuple(float(v) for v in rng.uniform(0.0, 0.15, 4)) if rng.random() < 0.6 else None
+        text = ""
+        if rng.random() < 0.5:
+            text = rng.choice(["PA", "AP", "OBL", "L", "R", "ER", "WRIST", "HAND"]) + f" {int(rng.integers(1, 99)):02d}"
+        return cls(gain=rng.uniform(0.6, 1.1), gamma=rng.uniform(0.6, 2.0), offset=rng.uniform(0.0, 0.15),
+                   noise=rng.uniform(0.004, 0.05), blur=rng.uniform(0.3, 2.0), collimation=col,
+                   marker_corner=int(rng.integers(0, 4)), invert=bool(rng.random() < 0.12),
+                   heel=rng.uniform(-0.08, 0.08), window=rng.uniform(0.0, 6.0) if rng.random() < 0.4 else 0.0,
+                   text=str(text))
+
 
 def display(att: np.ndarray, exp: Exposure, rng: np.random.Generator, side: str) -> np.ndarray:
     """Attenuation -> ``uint8 [S, S]`` radiograph, bones bright on a dark background."""
     s = att.shape[0]
     img = exp.offset + exp.gain * (1.0 - np.exp(-att)) ** exp.gamma
+    if exp.window > 0:  # a sigmoid display window around the image's median: harder or softer contrast
+        m = float(np.median(img))
+        img = 1.0 / (1.0 + np.exp(-exp.window * (img - m) / max(float(img.std()), 1e-3))) * (img.max() - img.min()) + img.min()
+    if exp.heel:
+        img = np.clip(img + exp.heel * np.linspace(-1.0, 1.0, s)[:, None], 0.0, None)
     sigma = exp.blur * s / 512
     if sigma > 0.3:
         img = cv2.GaussianBlur(img, (0, 0), sigma)
@@ -146,6 +169,8 @@ def display(att: np.ndarray, exp: Exposure, rng: np.random.Generator, side: str)
         band[:, :l] = band[:, s - r :] = True
         img[band] = img[band] * 0.4 + 0.22  # unexposed border: a lighter flat band with a sharp edge
     img = np.clip(img, 0.0, 1.0)
+    if exp.invert:
+        img = 1.0 - img
     out = np.rint(img * 255).astype(np.uint8)
     # Burnt-in side marker, as on real radiographs.
     scale = s / 512
@@ -153,4 +178,7 @@ def display(att: np.ndarray, exp: Exposure, rng: np.random.Generator, side: str)
     x = int((0.06 if corner in (0, 2) else 0.86) * s)
     y = int((0.1 if corner in (0, 1) else 0.95) * s)
     cv2.putText(out, side or "R", (x, y), cv2.FONT_HERSHEY_SIMPLEX, 1.2 * scale, 235, max(1, int(2 * scale)), cv2.LINE_AA)
+    if exp.text:  # burnt into the opposite corner's column
+        tx = int((0.6 if corner in (0, 2) else 0.04) * s)
+        cv2.putText(out, exp.text, (tx, y), cv2.FONT_HERSHEY_SIMPLEX, 0.8 * scale, 245, max(1, int(2 * scale)), cv2.LINE_AA)
     return out

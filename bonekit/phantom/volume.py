@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bonekit.cache import pack
+from bonekit.maskbits import pack
 from bonekit.phantom.anatomy import MU, Hand
 from bonekit.phantom.geometry import inside
 from bonekit.phantom.render import View
@@ -65,16 +65,3 @@ def write_volume(path_stem: str | Path, mu: np.ndarray, labels: np.ndarray, spac
     nib.save(nib.Nifti1Image(np.moveaxis(img, 0, -1), aff), str(ip))
     nib.save(nib.Nifti1Image(np.moveaxis(words, 0, -1).astype(np.int32), aff), str(lp))
     return ip, lp
-
-
-def read_volume(image_path: str | Path, label_path: str | Path | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """-> (``uint8 [D, H, W]``, class words ``int32 [D, 1, H, W]`` or None)."""
-    import nibabel as nib
-
-    from bonekit.formats.images import read_nifti
-
-    vol = np.clip(np.rint(read_nifti(image_path) * 255), 0, 255).astype(np.uint8)
-    if label_path is None:
-        return vol, None
-    words = np.asarray(nib.load(str(label_path)).dataobj).astype(np.int32)
-    return vol, np.moveaxis(words, -1, 0)[:, None]

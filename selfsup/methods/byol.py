@@ -6,7 +6,7 @@ import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 
-from selfsup.methods import Method, register
+from selfsup.methods.base import Method, register
 
 
 @register("byol")

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from lightly.loss import NTXentLoss
 from lightly.models.modules import DenseCLProjectionHead
 from lightly.models.utils import select_most_similar
 
-from selfsup.methods import Method, register
+from selfsup.methods.base import Method, register
 
 
 @register("densecl")
@@ -37,13 +38,13 @@ class DenseCL(Method):
 
     def _query(self, x):
         f = self.features(self.encoder, x)  # [B, F, h, w]
-        flat = f.flatten(2).transpose(1, 2)  # [B, hw, F]
+        flat = rearrange(f, "b f h w -> b (h w) f")
         return f, flat, self.head_g(self.pool(f)), self.head_d(flat)
 
     @torch.no_grad()
     def _key(self, x):
         f = self.features(self.encoder_k, x)
-        flat = f.flatten(2).transpose(1, 2)
+        flat = rearrange(f, "b f h w -> b (h w) f")
         return flat, self.head_g_k(self.pool(f)), self.head_d_k(flat)
 
     def _one_way(self, q, k):
@@ -51,7 +52,7 @@ class DenseCL(Method):
         k_flat, k_g, k_d = k
         # Positive for each query location: the key location with the most similar backbone feature.
         k_d = select_most_similar(F.normalize(q_flat.detach(), dim=-1), F.normalize(k_flat, dim=-1), k_d)
-        dense = self.loss_d(q_d.flatten(0, 1), k_d.flatten(0, 1))
+        dense = self.loss_d(rearrange(q_d, "b n d -> (b n) d"), rearrange(k_d, "b n d -> (b n) d"))
         return (1 - self.lam) * self.loss_g(q_g, k_g) + self.lam * dense
 
     def forward(self, views, thetas):

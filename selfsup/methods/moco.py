@@ -10,7 +10,7 @@ import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
 
-from selfsup.methods import Method, register
+from selfsup.methods.base import Method, register
 
 
 @register("moco")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 
-from selfsup.methods import Method, register
+from selfsup.methods.base import Method, register
 
 
 @register("simclr")

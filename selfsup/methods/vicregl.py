@@ -3,11 +3,15 @@ location in the source image (from the views' affine maps) and by feature distan
 
 from __future__ import annotations
 
+from einops import rearrange
 from lightly.loss import VICRegLLoss
-from lightly.models.modules.heads import VicRegLLocalProjectionHead, VICRegProjectionHead
+from lightly.models.modules.heads import (
+    VicRegLLocalProjectionHead,
+    VICRegProjectionHead,
+)
 
 from bonekit.augment import feature_grid
-from selfsup.methods import Method, register
+from selfsup.methods.base import Method, register
 
 
 @register("vicregl")
@@ -22,7 +26,7 @@ class VICRegL(Method):
         feats, grids = [], []
         for v, th in zip(views, thetas):
             f = self.features(self.encoder, v)  # [B, F, h, w]
-            local = self.head_l(f.permute(0, 2, 3, 1))  # [B, h, w, D]
+            local = self.head_l(rearrange(f, "b f h w -> b h w f"))  # [B, h, w, D]
             feats.append((self.head_g(self.pool(f)), local))
             grids.append(feature_grid(th.to(f.dtype), f.shape[2], f.shape[3]))
         return self.loss(global_view_features=feats, global_view_grids=grids)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bonekit import cache
+from bonekit import cache, maskbits
 from bonekit.classes import HAND29
 from bonekit.errors import DataError
 from bonekit.formats import competition, discover
@@ -15,11 +15,11 @@ def test_pack_unpack_roundtrip():
     rng = np.random.default_rng(0)
     for k in (1, 29, 32, 40):
         m = rng.random((k, 5, 7)) > 0.5
-        w = cache.pack(m)
+        w = maskbits.pack(m)
         assert w.shape == ((k + 31) // 32, 5, 7) and w.dtype == np.int32
-        assert (cache.unpack(torch.from_numpy(w), k).numpy() == m).all()
+        assert (maskbits.unpack(torch.from_numpy(w), k).numpy() == m).all()
         # a batch dimension in front works too
-        assert (cache.unpack(torch.from_numpy(np.stack([w, w])), k).numpy()[1] == m).all()
+        assert (maskbits.unpack(torch.from_numpy(np.stack([w, w])), k).numpy()[1] == m).all()
 
 
 def test_build_reuse_rebuild(comp_dir, cache_root):
@@ -29,7 +29,7 @@ def test_build_reuse_rebuild(comp_dir, cache_root):
     assert c.frames[0]["height"] == 64 and c.frames[0]["side"] == "R" and c.frames[0]["meta"]["sex"] == "F"
     img, words = c.read(0)
     ref = competition.read_mask(recs[0].label, 64, 64)
-    assert (cache.unpack(torch.from_numpy(words), 29).numpy() == cache.resize_nearest(ref, 32)).all()
+    assert (maskbits.unpack(torch.from_numpy(words), 29).numpy() == cache.resize_nearest(ref, 32)).all()
     assert img.shape == (1, 32, 32)
     again = cache.build(recs, 32, HAND29, cache_root, progress=False)
     assert again.root == c.root

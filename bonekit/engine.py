@@ -1,0 +1,152 @@
+"""The training engine every stage shares: the epoch loader, the learning-rate schedule, gradient accumulation,
+the non-finite check and the optimizer step. Pretraining (``selfsup/``) and segmentation (:mod:`bonekit.loop`)
+differ only in the function that turns a micro-batch into a loss.
+
+Written out in the style of Accelerate's examples (``prepare_data_loader``, ``skip_first_batches``, ``no_sync``).
+The learning rate is a pure function of the optimizer step, and the data order a pure function of (seed, epoch),
+so a run resumed from a checkpoint at step ``s`` sees exactly the batches and rates of an unbroken run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from bonekit.datasets import epoch_order
+from bonekit.schedule import warmup_cosine
+
+
+@dataclass
+class EngineConfig:
+    """The optimisation keys of every training stage (``train.*`` in pretraining, ``loop.*`` in segmentation)."""
+
+    steps: int = 150  # optimizer steps of the whole run
+    batch_size: int = 8  # global batch per optimizer step (split across processes), before accumulation
+    accumulate: int = 1  # gradient accumulation: micro-batches per optimizer step
+    optimizer: str = "adamw"  # adamw | sgd (momentum 0.9, Nesterov)
+    lr: float = 2e-3  # peak learning rate (linear warm-up, then cosine to 0)
+    weight_decay: float = 1e-4  # on weights with 2+ dimensions; none on biases and norm parameters
+    warmup: int = 10  # warm-up steps
+    save_every: int = 50  # steps between resumable checkpoints
+    log_every: int = 10  # steps between metric rows
+    workers: int = 2  # data-loader processes
+    seed: int = 0  # weights, data order and augmentation
+    stop_at_step: int = 0  # stop after this step (split a run; resume=auto continues it)
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weights with 2+ dimensions; none on biases and normalisation parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+
+
+def make_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """``adamw`` or ``sgd`` (momentum 0.9, Nesterov). The learning rate is set every step by the schedule."""
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    raise ValueError(f"optimizer={name!r}: choose adamw or sgd")
+
+
+def micro_batch_size(n_items: int, cfg: EngineConfig, accelerator) -> int:
+    """The global micro-batch: ``batch_size``, or the largest split of a tiny label subset (with a note)."""
+    micro = cfg.batch_size
+    if n_items < micro:  # a tiny label subset: smaller batches rather than no training
+        micro = n_items - n_items % accelerator.num_processes
+        accelerator.print(f"note: {n_items} training images < batch_size={cfg.batch_size}: batches of {micro}")
+    if micro == 0:
+        raise ValueError(f"{n_items} training image(s) cannot be split over {accelerator.num_processes} processes")
+    return micro
+
+
+class EpochLoader:
+    """Micro-batches forever, epoch after epoch, each epoch in the order :func:`epoch_order` gives.
+
+    ``start`` is the micro-step to begin at (optimizer step x accumulation on resume): the loader of that epoch
+    skips its first batches, so the stream continues exactly where an unbroken run would be.
+    """
+
+    def __init__(self, accelerator, dataset: Dataset, micro: int, seed: int, workers: int, start: int = 0):
+        self.accelerator, self.dataset, self.micro = accelerator, dataset, micro
+        self.seed, self.workers = seed, workers
+        self.steps_per_epoch = len(dataset) // micro
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(dataset)} items cannot fill one batch of {micro}")
+        self.m_step = start
+        self.epoch = start // self.steps_per_epoch
+        self._it: Iterator | None = None
+
+    def _open(self) -> None:
+        self.epoch, pos = divmod(self.m_step, self.steps_per_epoch)
+        order = epoch_order(len(self.dataset), self.seed, self.epoch)
+        dl = DataLoader(Subset(self.dataset, order.tolist()), batch_size=self.micro, drop_last=True,
+                        num_workers=self.workers, pin_memory=self.accelerator.device.type == "cuda")
+        dl = self.accelerator.prepare_data_loader(dl)
+        if pos:
+            dl = self.accelerator.skip_first_batches(dl, pos)
+        self._it = iter(dl)
+
+    def next(self) -> tuple[int, dict]:
+        """-> (epoch, batch)."""
+        if self._it is None or self.m_step % self.steps_per_epoch == 0:
+            self._open()
+        batch = next(self._it)
+        self.m_step += 1
+        return self.epoch, batch
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor  # mean loss over the micro-batches of this step (this process), detached
+    lr: float
+    images: int  # images this process saw in the step
+
+
+def optimizer_step(accelerator, model, opt, loader: EpochLoader, cfg: EngineConfig, step: int,
+                   loss_of: Callable[[dict, int], torch.Tensor], on_batch: Callable[[], None] | None = None,
+                   total: int | None = None) -> StepResult:
+    """One optimizer step: set the learning rate of ``step``, accumulate ``cfg.accumulate`` micro-batches
+    (``loss_of(batch, epoch)`` each; gradients synchronised on the last one only), stop on a non-finite loss
+    naming the step, then step and clear the optimizer."""
+    lr = warmup_cosine(step, total or cfg.steps, cfg.lr, cfg.warmup)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    total_loss = torch.zeros((), device=accelerator.device)
+    n_img = 0
+    for j in range(cfg.accumulate):
+        epoch, batch = loader.next()
+        if on_batch:
+            on_batch()
+        last = j == cfg.accumulate - 1
+        ctx = accelerator.no_sync(model) if not last and accelerator.num_processes > 1 else contextlib.nullcontext()
+        with ctx:
+            loss = loss_of(batch, epoch) / cfg.accumulate
+            accelerator.backward(loss)
+        total_loss += loss.detach()
+        n_img += len(batch["index"])
+    # A host sync per step: stop on a non-finite loss before it reaches the weights, naming the step.
+    value = total_loss.item()
+    if not math.isfinite(value):
+        raise FloatingPointError(f"non-finite loss ({value}) at step {step}: lower the learning rate or check the data")
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return StepResult(total_loss, lr, n_img)
+
+
+def prepare_training(accelerator, model: torch.nn.Module, cfg: EngineConfig, channels_last: bool = True,
+                     compile: bool = False):
+    """Optimizer over :func:`param_groups`, channels-last on a GPU, optional ``torch.compile``, then
+    ``accelerator.prepare`` -> (model, optimizer)."""
+    if accelerator.device.type == "cuda" and channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay), cfg.lr)
+    if compile:
+        model = torch.compile(model)
+    return accelerator.prepare(model, opt)
