@@ -24,7 +24,7 @@ def latest(run_dir: str | Path) -> Path | None:
     return c[-1] if c else None
 
 
-def save(accelerator, run_dir: Path, step: int, config: dict, keep: int = 2, extra: dict | None = None) -> Path:
+def save(accelerator, run_dir: Path, step: int, config: dict, keep: int = 1, extra: dict | None = None) -> Path:
     path = Path(run_dir) / "checkpoints" / f"step_{step:07d}"
     accelerator.save_state(str(path))
     if accelerator.is_main_process:
@@ -33,6 +33,15 @@ def save(accelerator, run_dir: Path, step: int, config: dict, keep: int = 2, ext
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return path
+
+
+def prune_finished(run_dir: str | Path, accelerator=None) -> None:
+    """Delete the resumable checkpoints of a finished sub-run (an expert, a distillation round): its
+    ``last.safetensors`` is what later stages read, and the optimizer state is twice the weights' size."""
+    if accelerator is not None and not accelerator.is_main_process:
+        return
+    if (Path(run_dir) / "last.safetensors").is_file():
+        shutil.rmtree(Path(run_dir) / "checkpoints", ignore_errors=True)
 
 
 def load(accelerator, path: str | Path) -> int:

@@ -113,3 +113,16 @@ def to_dict(cfg: DictConfig) -> dict:
     """Plain dict (for checkpoints and JSON)."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
+
+def check_choices(cfg: DictConfig, choices: dict[str, Sequence[str]]) -> None:
+    """Stop before anything is written when a key with a fixed set of values holds another one (lists: every
+    item). ``choices``: dotted key -> allowed values."""
+    import difflib
+
+    for key, allowed in choices.items():
+        value = OmegaConf.select(cfg, key)
+        for v in (list(value) if isinstance(value, (list, tuple)) or OmegaConf.is_list(value) else [value]):
+            if v not in allowed:
+                close = difflib.get_close_matches(str(v), [str(a) for a in allowed], n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"{key}={v!r} is not one of {list(allowed)}{hint}")

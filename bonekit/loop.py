@@ -18,7 +18,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from bonekit import checkpoint
-from bonekit.engine import EngineConfig, EpochLoader, micro_batch_size, optimizer_step
+from bonekit.engine import (
+    EngineConfig,
+    EpochLoader,
+    loader_workers,
+    micro_batch_size,
+    optimizer_step,
+)
 from bonekit.maskbits import unpack
 from bonekit.metrics import DiceTable, counts_from_logits, format_per_class, summarise
 from bonekit.models import save_model
@@ -97,7 +103,8 @@ def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, 
     val_loader = None
     if val_ds is not None and len(val_ds):
         val_loader = accelerator.prepare_data_loader(
-            DataLoader(val_ds, batch_size=cfg.val_batch_size * accelerator.num_processes, num_workers=cfg.workers))
+            DataLoader(val_ds, batch_size=cfg.val_batch_size * accelerator.num_processes,
+                       num_workers=loader_workers(cfg.workers, accelerator.device)))
     out_names = [class_names[i] for i in task.out_classes]
     loader = EpochLoader(accelerator, train_ds, micro, cfg.seed, cfg.workers, start * cfg.accumulate)
     steps_per_epoch = loader.steps_per_epoch
@@ -106,7 +113,7 @@ def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, 
         dice = validate(accelerator, model, val_loader, len(class_names), task.out_classes,
                         channels_last=cuda and cfg.channels_last, tile=getattr(task, "crop", 0))
         per_class, mean = summarise(dice)
-        epoch = step // steps_per_epoch
+        epoch = step * cfg.accumulate // steps_per_epoch  # epochs of micro-batches, as the loader counts them
         log.log(step, val_dice=mean)
         if accelerator.is_main_process:
             print("\n" + format_per_class(out_names, per_class))
@@ -114,7 +121,13 @@ def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, 
             if mean > res.best:
                 res.best, res.best_epoch, res.best_step, res.per_class = mean, epoch, step, per_class.tolist()
                 save_model(run_dir / "best.safetensors", accelerator.unwrap_model(model), model_meta)
-            print(f"Best performance at epoch: {res.best_epoch}, {max(old, 0):.4f} -> {res.best:.4f}")
+            if old < 0:
+                change = f"first validation {mean:.4f}"
+            elif mean > old:
+                change = f"{old:.4f} -> {mean:.4f}"
+            else:
+                change = f"no improvement ({mean:.4f} now)"
+            print(f"Best performance at epoch: {res.best_epoch} (step {res.best_step}), {change}")
         flag = [res.best, res.best_epoch, res.best_step]
         from accelerate.utils import broadcast_object_list
 
@@ -148,11 +161,13 @@ def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, 
             run_validation(step)
         if step % cfg.save_every == 0 or step == cfg.steps:
             log.flush()
-            checkpoint.save(accelerator, run_dir, step, config_dict,
+            checkpoint.save(accelerator, run_dir, step, config_dict, keep=cfg.keep_checkpoints,
                             extra={"best": res.best, "best_epoch": res.best_epoch, "best_step": res.best_step})
         if cfg.stop_at_step and step >= cfg.stop_at_step:
             break
     prog.close()
+    if cfg.steps == 0 and val_loader is not None:  # no training (an expert taken as it is): still scored
+        run_validation(0)
     res.steps, res.images_per_s, res.data_wait = step, prog.rate, prog.wait_share
     finished = step >= cfg.steps  # a run stopped early (stop_at_step) is not finished: no last.safetensors
     if accelerator.is_main_process and finished:

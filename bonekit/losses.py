@@ -67,6 +67,9 @@ def focal(logits, target, ignore=None, weight=None, gamma: float = 2.0) -> torch
     return _class_mean((px.sum((2, 3)) / keep.sum((2, 3)).clamp(min=1)).mean(0), weight)
 
 
+LOSSES = ("bce_dice", "bce", "dice", "focal", "jaccard", "focal_dice")
+
+
 def segmentation_loss(name: str):
     """``bce_dice`` (default) | ``bce`` | ``dice`` | ``focal`` | ``jaccard`` | ``focal_dice``."""
     table = {
@@ -111,8 +114,31 @@ def channel_wise(student_logits, teacher_logits, temperature: float = 4.0, ignor
     return (kl * keep).sum() / keep.sum().clamp(min=1) * t * t
 
 
-def confidence(student_logits, teacher_prob, alpha: float, ignore=None, threshold: float = 0.5) -> torch.Tensor:
-    """Weak-to-strong auxiliary confidence loss (Burns et al., 2023):
-    ``(1 - alpha) * BCE(student, teacher) + alpha * BCE(student, hardened student)``."""
-    hard = (torch.sigmoid(student_logits.detach().float()) > threshold).float()
+def confidence(student_logits, teacher_prob, alpha: float, ignore=None) -> torch.Tensor:
+    """Weak-to-strong auxiliary confidence loss (Burns et al., 2023), for K independent sigmoids:
+    ``(1 - alpha) * BCE(student, teacher) + alpha * BCE(student, hardened student)``.
+
+    This *replaces* the plain KD term (it already carries the teacher with weight 1 - alpha). The student is
+    hardened per class at the batch quantile that gives it the teacher's positive rate (the reference's
+    adaptive threshold), not at a fixed 0.5: with bones a fraction of a percent of the pixels, an under-confident
+    student would otherwise harden every teacher-positive pixel to 0 and, at alpha = 0.5, a pixel with teacher p in
+    (1/3, 2/3) started below 0.5 would stay there (bistable)."""
+    hard = harden_by_teacher_rate(student_logits.detach(), teacher_prob, ignore)
     return (1 - alpha) * bce(student_logits, teacher_prob, ignore) + alpha * bce(student_logits, hard, ignore)
+
+
+def harden_by_teacher_rate(student_logits, teacher_prob, ignore=None) -> torch.Tensor:
+    """``[B, K, H, W]`` 0/1: per class, the student's highest pixels of the batch, as many as the teacher's
+    positives (p > 0.5) among the pixels not ignored."""
+    keep = _keep(ignore, student_logits) > 0
+    s = student_logits.float().transpose(0, 1).reshape(student_logits.shape[1], -1)  # [K, B*H*W]
+    t = (teacher_prob.float() > 0.5).transpose(0, 1).reshape(s.shape)
+    k = keep.transpose(0, 1).reshape(s.shape)
+    s = s.masked_fill(~k, float("-inf"))
+    n_pos = (t & k).sum(1)  # [K]
+    hard = torch.zeros_like(s)
+    order = s.argsort(1, descending=True)
+    ranks = torch.arange(s.shape[1], device=s.device).expand_as(s)
+    hard.scatter_(1, order, (ranks < n_pos[:, None]).float())
+    b, kk, h, w = student_logits.shape
+    return hard.reshape(kk, b, h, w).transpose(0, 1)

@@ -8,7 +8,7 @@ Nothing is ever downloaded: ``encoder_weights=None`` everywhere.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -29,6 +29,7 @@ class ModelConfig:
     arch: str = "unet"  # unet | unetplusplus | deeplabv3plus | fpn | upernet | segformer | manet | linknet | pan
     encoder: str = "resnet18"  # any timm encoder smp takes as tu-<name>
     init: str = "scratch"  # scratch | path to a selfsup encoder.safetensors (strict load)
+    decoder_channels: list[int] = field(default_factory=list)  # Unet/Unet++ decoder widths, deepest first ([]: smp's)
 
 
 def make_encoder(name: str, in_channels: int, depth: int = 5) -> nn.Module:
@@ -44,19 +45,28 @@ def build_segmenter(mcfg: ModelConfig, in_channels: int, n_out: int, device) -> 
     across processes (:mod:`bonekit.distributed`)."""
     from bonekit.distributed import sync_batchnorm
 
-    model = make_segmenter(mcfg.arch, mcfg.encoder, in_channels, n_out)
+    model = make_segmenter(mcfg.arch, mcfg.encoder, in_channels, n_out, list(mcfg.decoder_channels))
     if mcfg.init not in ("", "scratch"):
         load_encoder(model, mcfg.init, mcfg.encoder, in_channels)
     return sync_batchnorm(model, device)
 
 
-def make_segmenter(arch: str, encoder: str, in_channels: int, classes: int) -> nn.Module:
-    """``[B, C, H, W] -> [B, K, H, W]`` logits (K independent sigmoids; bones overlap)."""
+def make_segmenter(arch: str, encoder: str, in_channels: int, classes: int,
+                   decoder_channels: list[int] | None = None) -> nn.Module:
+    """``[B, C, H, W] -> [B, K, H, W]`` logits (K independent sigmoids; bones overlap). ``decoder_channels``
+    (Unet, Unet++: one width per decoder stage, deepest first) makes a lighter or heavier decoder."""
     key = arch.lower().replace("_", "")
     if key not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHS)}")
     cls = getattr(smp, ARCHS[key])
-    return cls(encoder_name=f"tu-{encoder}", encoder_weights=None, in_channels=in_channels, classes=classes)
+    extra = {}
+    if decoder_channels:
+        if key not in ("unet", "unetplusplus"):
+            raise ValueError(f"model.decoder_channels is for unet/unetplusplus, not {arch!r}")
+        if len(decoder_channels) != 5:
+            raise ValueError(f"model.decoder_channels needs 5 widths (one per decoder stage), got {decoder_channels}")
+        extra["decoder_channels"] = list(decoder_channels)
+    return cls(encoder_name=f"tu-{encoder}", encoder_weights=None, in_channels=in_channels, classes=classes, **extra)
 
 
 def encoder_of(model: nn.Module) -> nn.Module:
@@ -112,6 +122,15 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 # ------------------------------------------------------------------------------------------ whole models
+def model_meta(mcfg: ModelConfig, in_channels: int, classes: list[str], resolution: int, config: dict,
+               **extra) -> dict:
+    """What a saved segmentation model carries to be rebuilt (:func:`load_model`) and understood later."""
+    return {"arch": mcfg.arch, "encoder": mcfg.encoder, "in_channels": in_channels,
+            "decoder_channels": list(mcfg.decoder_channels), "classes": list(classes), "resolution": resolution,
+            "config": config, **extra}
+
+
+
 def save_model(path: str | Path, model: nn.Module, meta: dict) -> Path:
     """Segmentation weights + what is needed to rebuild the model: ``meta`` holds arch, encoder, in_channels,
     classes (names, in output order) and the resolved config."""
@@ -141,6 +160,26 @@ def load_model(path: str | Path, classes: list[str] | None = None, in_channels: 
                               f"the data has {len(classes)} {list(classes)[:3]}...")
     if in_channels is not None and int(meta["in_channels"]) != in_channels:
         raise DataError(path, f"checkpoint takes {meta['in_channels']} input channels, the data gives {in_channels}")
-    model = make_segmenter(meta["arch"], meta["encoder"], int(meta["in_channels"]), len(meta["classes"]))
+    model = make_segmenter(meta["arch"], meta["encoder"], int(meta["in_channels"]), len(meta["classes"]),
+                           meta.get("decoder_channels") or None)
     model.load_state_dict(load_file(str(path)), strict=True)
     return model, meta
+
+
+def init_from_model(model: nn.Module, path: str | Path, out_index: list[int]) -> None:
+    """Start ``model`` from a saved segmentation model (e.g. a generalist teacher): every weight copied, the
+    output head keeping only the channels ``out_index`` (positions in the saved model's class list)."""
+    sd = load_file(str(path))
+    own = model.state_dict()
+    for k, v in sd.items():
+        if k in own and own[k].shape != v.shape and v.shape[0] >= len(out_index) and own[k].shape[0] == len(out_index):
+            sd[k] = v[out_index]  # the head: [K, ...] -> [K_out, ...]
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise DataError(path, f"weights do not fit the expert's model: {str(e).splitlines()[0]}") from None
+
+
+def model_choices(prefix: str = "model") -> dict[str, list[str]]:
+    """The fixed-choice keys of a segmentation stage's model, for :func:`bonekit.config.check_choices`."""
+    return {f"{prefix}.arch": sorted(ARCHS)}

@@ -92,12 +92,18 @@ class RunLog:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
+        series = {}
         for k in keys:
             pts = [(int(r["step"]), float(r[k])) for r in self.rows if r.get(k) not in (None, "")]
             pts = [(s, v) for s, v in pts if math.isfinite(v)]
             if pts:
-                ax.plot(*zip(*pts), label=k)
+                series[k] = pts
+        if not series:  # nothing finite to draw: no blank figure
+            return None
+        fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
+        for k, pts in series.items():
+            # a single point is drawn as a point (a line through one point is invisible)
+            ax.plot(*zip(*pts), label=k, marker="o" if len(pts) < 3 else None)
         ax.set_xlabel("step")
         ax.set_title(title)
         ax.grid(alpha=0.3)

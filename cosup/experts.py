@@ -23,13 +23,24 @@ from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 
 from bonekit import checkpoint, config
-from bonekit.accel import make_accelerator
+from bonekit.accel import PRECISIONS, make_accelerator
+from bonekit.classes import GROUPINGS
 from bonekit.cli import run
 from bonekit.config import DataConfig, LabelsConfig
 from bonekit.datasets import CachedFrames
 from bonekit.engine import prepare_training
 from bonekit.loop import LoopConfig, fit
-from bonekit.models import ModelConfig, build_segmenter, load_encoder, make_encoder
+from bonekit.losses import LOSSES
+from bonekit.models import (
+    ModelConfig,
+    build_segmenter,
+    init_from_model,
+    load_encoder,
+    make_encoder,
+    model_choices,
+    model_meta,
+    read_model_meta,
+)
 from bonekit.runlog import start_run
 from bonekit.seg_augment import SegAugConfig
 from bonekit.segdata import setup
@@ -52,6 +63,7 @@ class PartitionConfig:
     crop_source: int = 0  # resolution the crops are cut from (0: 4x data.resolution, at most the labels' own)
     crop_size: int = 0  # the crop expert's input size (0: data.resolution)
     crop_margin: float = 0.15
+    generalist: str = ""  # a model of every bone (e.g. the labelled-only student): each expert starts from it
 
 
 @dataclass
@@ -141,9 +153,8 @@ def train_crop_experts(cfg, d, results: list[dict], run_dir: Path, accelerator) 
             ds = CropFrames(source, d.labelled.tolist(), out, len(d.classes), size, cfg.partition.crop_margin,
                             cfg.data.slices)
             task = SupervisedTask(len(d.classes), out, OmegaConf.to_object(cfg.aug), d.classes, cfg.loss)
-            meta = {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "in_channels": cfg.data.slices,
-                    "classes": coarse["classes"], "resolution": size, "config": config.to_dict(cfg),
-                    "expert": f"{g}-crop"}
+            meta = model_meta(cfg.model, cfg.data.slices, coarse["classes"], size, config.to_dict(cfg),
+                              expert=f"{g}-crop")
             res = fit(acc, model, opt, ds, None, task, cfg.loop, edir, checkpoint.latest(edir) if cfg.resume else None,
                       d.classes, meta, config.to_dict(cfg))
             if res.steps < cfg.loop.steps:
@@ -171,6 +182,11 @@ def train_crop_experts(cfg, d, results: list[dict], run_dir: Path, accelerator) 
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(ExpertsConfig, sys.argv[1:] if argv is None else argv)
+    config.check_choices(cfg, {**model_choices(), "loss": LOSSES, "precision": PRECISIONS,
+                               "loop.optimizer": ["adamw", "sgd"]})
+    config.check_choices(cfg, {"partition.by": ["bones", "shards"], "partition.groups": sorted(GROUPINGS),
+                               "partition.shards": ["kmeans", "hierarchical", "meta"],
+                               "partition.meta_field": ["sex", "age", "side"]})
     cfg.run_dir = checkpoint.find_resume_run(cfg.resume, cfg.run_dir, "experts")
     accelerator = make_accelerator(cfg.precision)
     run_dir = start_run(cfg, "experts", accelerator)
@@ -192,21 +208,25 @@ def main(argv: list[str] | None = None) -> Path:
         set_seed(cfg.loop.seed + 1000 * n)  # initial weights depend on the expert only (resume-safe)
         out = [lookup[c] for c in e["classes"]]
         model = build_segmenter(cfg.model, cfg.data.slices, len(out), acc.device)
+        if cfg.partition.generalist:  # specialists start from the generalist, its head cut to their bones
+            g_classes = read_model_meta(cfg.partition.generalist)["classes"]
+            init_from_model(model, cfg.partition.generalist, [g_classes.index(c) for c in e["classes"]])
         model, opt = prepare_training(acc, model, cfg.loop, cfg.loop.channels_last, cfg.loop.compile)
         task = SupervisedTask(len(d.classes), out, OmegaConf.to_object(cfg.aug), d.classes, cfg.loss)
-        meta = {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "in_channels": cfg.data.slices,
-                "classes": e["classes"], "resolution": cfg.data.resolution, "config": config.to_dict(cfg),
-                "expert": e["name"]}
+        meta = model_meta(cfg.model, cfg.data.slices, e["classes"], cfg.data.resolution, config.to_dict(cfg),
+                          expert=e["name"])
         edir.mkdir(parents=True, exist_ok=True)
         res = fit(acc, model, opt, CachedFrames(d.cache, e["frames"], cfg.data.slices), d.val, task, cfg.loop, edir,
                   resume_from, d.classes, meta, config.to_dict(cfg))
         if res.steps < cfg.loop.steps:
             accelerator.print(f"expert {e['name']} stopped at step {res.steps}; resume=auto continues it")
             return run_dir
-        r = {"name": e["name"], "classes": e["classes"], "checkpoint": str((edir / "best.safetensors").resolve()),
+        # The last weights, never the best on the validation fold (the fold every report scores).
+        r = {"name": e["name"], "classes": e["classes"], "checkpoint": str((edir / "last.safetensors").resolve()),
              "val_dice": res.best, "val_per_class": res.per_class, "shard": e.get("shard")}
         if acc.is_main_process:
             (edir / "result.json").write_text(json.dumps(r, indent=1))
+        checkpoint.prune_finished(edir, acc)
         results.append(r)
         del model, opt
     if cfg.partition.crop_groups:

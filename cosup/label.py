@@ -2,7 +2,7 @@
 
     accelerate launch cosup/label.py experts=runs/experts/<run> [student=runs/distill/<run>/round0/best.safetensors]
 
-Writes ``<experts run>/targets/`` (or ``out_dir``): ``targets.u8`` (uint8 probabilities ``[N, K, R, R]``),
+Writes ``<experts run>/targets/`` (or ``out_dir``): ``targets.f16`` (float16 probabilities ``[N, K, R, R]``),
 ``keep.npy`` ``[N, K]`` (False = ignore that bone of that image), ``targets.json`` and ``kept_share.csv``.
 distill.py makes its own targets each round the same way (:mod:`cosup.targets`); this script is for inspecting
 them or labelling with a chosen student.

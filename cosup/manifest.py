@@ -1,5 +1,5 @@
 """What cosup writes and what later stages read, in one place: the experts manifest (``experts.json``) and the
-pool targets (``targets.u8`` memmap + ``keep.npy`` + ``targets.json``).
+pool targets (``targets.f16`` memmap + ``keep.npy`` + ``targets.json``).
 
 A typed :class:`Manifest` rather than a raw dict read by key in several files: a renamed or missing field fails
 here, once, naming the file.
@@ -73,7 +73,8 @@ class Manifest:
 # ------------------------------------------------------------------------------------------------ pool targets
 @dataclass
 class PoolTargets:
-    """Teacher probabilities for the pool, stored compactly: ``targets [N, K, R, R]`` uint8 (p x 255),
+    """Teacher probabilities for the pool: ``targets [N, K, R, R]`` float16 (uint8 codes would turn a tempered
+    teacher's small probabilities into a staircase: at T=2, 0, 1/255, 2/255 -> 0.001, 0.059, 0.082),
     ``keep [N, K]`` bool (False: ignore that bone of that image), and the index (frames, classes, kept share)."""
 
     index: dict
@@ -82,9 +83,9 @@ class PoolTargets:
 
     @staticmethod
     def create(out_dir: Path, n: int, k: int, r: int) -> np.ndarray:
-        """A writable ``[n, k, r, r]`` uint8 memmap in ``out_dir``."""
+        """A writable ``[n, k, r, r]`` float16 memmap in ``out_dir``."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        return np.memmap(out_dir / "targets.u8", dtype=np.uint8, mode="w+", shape=(n, k, r, r))
+        return np.memmap(out_dir / "targets.f16", dtype=np.float16, mode="w+", shape=(n, k, r, r))
 
     @staticmethod
     def finish(out_dir: Path, index: dict, keep: np.ndarray) -> None:
@@ -104,5 +105,5 @@ class PoolTargets:
             raise DataError(p, "no pool targets here: run cosup/label.py (or distill) first")
         index = json.loads(p.read_text())
         n, k, r = len(index["frames"]), len(index["classes"]), index["resolution"]
-        t = np.memmap(out_dir / "targets.u8", dtype=np.uint8, mode="r", shape=(n, k, r, r))
+        t = np.memmap(out_dir / "targets.f16", dtype=np.float16, mode="r", shape=(n, k, r, r))
         return cls(index, t, np.load(out_dir / "keep.npy"))

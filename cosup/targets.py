@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bonekit.cache import Cache
-from bonekit.metrics import counts, dice_from_counts
+from bonekit.metrics import counts
 from bonekit.models import load_model
 from cosup import partition as P
 from cosup.manifest import Manifest, PoolTargets
@@ -59,28 +59,63 @@ def make_targets(manifest: Manifest, out_dir: Path, student_path: str = "", min_
             shard_of = manifest.shard_of()
             shards = [shard_of[f] for f in pool]
     targets = PoolTargets.create(out_dir, len(pool), k, r)
-    agree = np.ones((len(pool), k), dtype=np.float64)
+    agree = np.zeros((len(pool), k), dtype=np.float64)
+    loss = np.zeros((len(pool), k), dtype=np.float64)
+    empty = np.zeros((len(pool), k), dtype=bool)
     for i in tqdm(range(0, len(pool), batch), desc="label pool", unit="batch", disable=not progress):
         fr = pool[i : i + batch]
         x = torch.from_numpy(np.stack([cache.stack(f, slices // 2) for f in fr])).to(device).float().div(255)
         t = teachers.predict(x, shards[i : i + batch] if shards else None, frames=fr)
-        targets[i : i + len(fr)] = (t * 255).round().byte().cpu().numpy()
+        targets[i : i + len(fr)] = t.half().cpu().numpy()
+        empty[i : i + len(fr)] = (t.amax((2, 3)) < 0.5).cpu().numpy()
         if student is not None:
-            tp, fp, fn = counts(torch.sigmoid(student(x).float()) > 0.5, t > 0.5)
-            agree[i : i + len(fr)] = dice_from_counts(tp.double(), fp.double(), fn.double(), 1e-4).cpu().numpy()
+            s_logits = student(x).float()
+            agree[i : i + len(fr)] = agreement(s_logits, t).cpu().numpy()
+            loss[i : i + len(fr)] = plausibility_loss(s_logits, t).cpu().numpy()
     targets.flush()
-    keep = np.ones((len(pool), k), dtype=bool)
-    share = np.ones(k)
+    keep = ~empty  # every bone is in every hand radiograph: an empty teacher channel is a miss
     if student is not None and len(pool):
-        for c in range(k):
-            share[c] = float(np.clip(agree[:, c].mean(), min_keep, 1.0))
-            n_keep = int(np.ceil(share[c] * len(pool)))
-            order = np.argsort(-agree[:, c], kind="stable")
-            keep[:, c] = False
-            keep[order[:n_keep], c] = True
+        keep = select_targets(loss, agree, empty, min_keep)
     index = {"frames": pool, "classes": classes, "resolution": r, "shards": shards,
              "kept_share": dict(zip(classes, keep.mean(0).tolist() if len(pool) else [1.0] * k)),
-             "mean_agreement": dict(zip(classes, agree.mean(0).tolist() if len(pool) else [1.0] * k)),
+             "mean_agreement": dict(zip(classes, agree.mean(0).tolist() if len(pool) and student is not None
+                                        else [float("nan")] * k)),
+             "empty_share": dict(zip(classes, empty.mean(0).tolist() if len(pool) else [0.0] * k)),
              "student": student_path}
     PoolTargets.finish(out_dir, index, keep)
     return index
+
+
+@torch.no_grad()
+def agreement(student_logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Dice ``[B, K]`` between the student's and the teacher's masks (p > 0.5); 0 where both are empty (a joint
+    miss is not agreement on a bone that every hand has)."""
+    tp, fp, fn = counts(torch.sigmoid(student_logits.float()) > 0.5, teacher > 0.5)
+    den = (2 * tp + fp + fn).double()
+    return torch.where(den > 0, 2 * tp.double() / den.clamp(min=1), torch.zeros_like(den))
+
+
+@torch.no_grad()
+def plausibility_loss(student_logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """The student's loss against each target, ``[B, K]``: pixel BCE + (1 - soft Dice). Low = the target agrees
+    with what the student learnt; targets are kept in this order (small-loss selection)."""
+    x, t = student_logits.float(), teacher.float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(x, t, reduction="none").mean((2, 3))
+    p = torch.sigmoid(x)
+    dice = 1 - (2 * (p * t).sum((2, 3)) + 1) / (p.sum((2, 3)) + t.sum((2, 3)) + 1)
+    return bce + dice
+
+
+def select_targets(loss: np.ndarray, agree: np.ndarray, empty: np.ndarray, min_keep: float) -> np.ndarray:
+    """Keep ``[N, K]``: per bone, the targets with the smallest student loss, as many as the bone's mean agreement
+    says (at least ``min_keep`` of the non-empty ones); empty teacher channels are never kept."""
+    n, k = loss.shape
+    keep = np.zeros((n, k), bool)
+    for c in range(k):
+        ok = np.flatnonzero(~empty[:, c])
+        if not len(ok):
+            continue
+        share = float(np.clip(agree[ok, c].mean(), min_keep, 1.0))
+        n_keep = int(np.ceil(share * len(ok)))
+        keep[ok[np.argsort(loss[ok, c], kind="stable")[:n_keep]], c] = True
+    return keep

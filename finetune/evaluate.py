@@ -91,6 +91,7 @@ class _Local:
 def main(argv: list[str] | None = None) -> Path:
     argv = sys.argv[1:] if argv is None else argv
     cfg, cks = load_config(EvaluateConfig, argv)
+    config.check_choices(cfg, {"tta": ["none", "hflip"], "vote": ["soft", "hard"], "split": ["val", "test"]})
     device = pick_device(cfg.device)
     tune = cfg.thresholds == "tune"
     pred = Predictor(cks, device, list(cfg.weights) or None, cfg.tta, cfg.vote, cfg.min_votes,
@@ -140,7 +141,12 @@ def main(argv: list[str] | None = None) -> Path:
     write_tables(out, names, per_class, dice, names_img)
     write_impact(out, names, dice, names_img, cfg.worst_k)
     write_confusion(out, names, confusion.numpy(), pred_area.numpy())
-    dice_bars(names, per_class, out / "per_bone.png", f"Dice per bone ({cfg.split}, {len(dice)} images)")
+    what = (Path(cks[0]).parent.name + "/" + Path(cks[0]).name if len(cks) == 1
+            else f"ensemble of {len(cks)} ({cfg.vote} vote)")
+    extras = ", ".join(x for x in (f"TTA {cfg.tta}" if cfg.tta != "none" else "",
+                                   f"thresholds {cfg.thresholds}" if cfg.thresholds else "") if x)
+    dice_bars(names, per_class, out / "per_bone.png",
+              f"Dice per bone: {what}{', ' + extras if extras else ''} ({cfg.split}, {len(dice)} images)")
     # Overlays of the worst images: predicted again, one at a time.
     worst = np.argsort(dice.mean(1))[: cfg.worst_k]
     thr = torch.tensor([thresholds[n] for n in names]) if thresholds else None

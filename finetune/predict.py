@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from bonekit import config
 from bonekit.cache import resize_image
 from bonekit.cli import run
 from bonekit.config import DataConfig
@@ -34,9 +35,9 @@ class PredictConfig:
     checkpoint: str = ""
     checkpoints: list[str] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
-    vote: str = "soft"
-    min_votes: int = 0
-    tta: str = "none"
+    vote: str = "soft"  # soft (weighted mean of probabilities) | hard (>= min_votes models)
+    min_votes: int = 0  # hard voting: models that must agree (0: a majority)
+    tta: str = "none"  # none | hflip
     thresholds: str = ""
     input: str = ""  # folder of test images ("" -> the embedded phantom's test split)
     output: str = "submission.csv"
@@ -55,6 +56,7 @@ def list_images(root: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> Path:
     argv = sys.argv[1:] if argv is None else argv
     cfg, cks = load_config(PredictConfig, argv)
+    config.check_choices(cfg, {"tta": ["none", "hflip"], "vote": ["soft", "hard"]})
     device = pick_device(cfg.device)
     pred = Predictor(cks, device, list(cfg.weights) or None, cfg.tta, cfg.vote, cfg.min_votes, cfg.thresholds or None)
     if pred.in_channels != 1:

@@ -32,16 +32,15 @@ def plot_dice_vs_fraction(rows, path: Path) -> Path:
     for (init, method), by_f in sorted(groups.items()):
         fs = sorted(by_f)
         mean = [np.mean(by_f[f]) for f in fs]
-        lo = [np.mean(by_f[f]) - np.min(by_f[f]) for f in fs]
-        hi = [np.max(by_f[f]) - np.mean(by_f[f]) for f in fs]
-        ax.errorbar([100 * f for f in fs], mean, yerr=[lo, hi], marker="o", capsize=3, label=f"{method} ({init})")
-    for r in rows:
-        if r["method"] == "ceiling":
-            ax.axhline(r["mean_dice"], ls=":", color="grey", lw=1)
+        sd = [_sd(by_f[f]) for f in fs]
+        ax.errorbar([100 * f for f in fs], mean, yerr=sd, marker="o", capsize=3, label=f"{method} ({init})")
+    ceilings = [r["mean_dice"] for r in rows if r["method"] == "ceiling"]
+    if ceilings:
+        ax.axhline(np.mean(ceilings), ls=":", color="grey", lw=1, label="ceiling (every label)")
     ax.set_xscale("log")
     ax.set_xlabel("labelled share of the training images (%)")
     ax.set_ylabel("mean Dice (validation fold)")
-    ax.set_title("Dice vs label fraction (bars: seed min-max; dotted: all labels)")
+    ax.set_title("Dice vs label fraction (mean ± sd over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -60,14 +59,45 @@ def plot_heatmap(rows, path: Path) -> Path:
     m = np.array([np.mean(agg[k], 0) for k in labels])
     fig, ax = plt.subplots(figsize=(11, 0.45 * len(labels) + 1.6), dpi=110)
     im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.set_xticks(range(len(names)), names, rotation=70, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=10)
+    ax.set_xticks(range(len(names)), names, rotation=70, fontsize=9)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax.text(j, i, f"{m[i, j]:.2f}"[1:] if m[i, j] < 1 else "1", ha="center", va="center", fontsize=5,
+            ax.text(j, i, f"{m[i, j]:.2f}"[1:] if m[i, j] < 1 else "1", ha="center", va="center", fontsize=7,
                     color="white" if m[i, j] < 0.5 else "black")
     fig.colorbar(im, ax=ax, label="Dice")
     ax.set_title("Dice per bone (mean over seeds)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(rows, path: Path) -> Path | None:
+    """Validation Dice against step of every cell that logged it (``loop.eval_every``), one panel per method."""
+    import csv as _csv
+
+    series = defaultdict(list)
+    for r in rows:
+        m = Path(r["checkpoint"]).parent / "metrics.csv"
+        if not m.is_file():
+            continue
+        with open(m) as f:
+            pts = [(int(x["step"]), float(x["val_dice"])) for x in _csv.DictReader(f) if x.get("val_dice")]
+        if len(pts) >= 2:
+            series[r["method"]].append((f"{r['init']} {100 * r['fraction']:g}% s{r['seed']}", pts))
+    if not series:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series) + 1, 3.2), dpi=110, squeeze=False)
+    for ax, (method, runs) in zip(axes[0], sorted(series.items())):
+        for name, pts in runs:
+            ax.plot(*zip(*pts), marker=".", label=name)
+        ax.set_title(method, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("validation Dice")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -100,6 +130,57 @@ def plot_pgr(rows, path: Path) -> Path | None:
     return path
 
 
+def _sd(v) -> float:
+    """Sample sd over seeds (0 for one seed)."""
+    return float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+
+
+def _pm(v, fmt: str = ".4f") -> str:
+    """``mean ± sd`` over seeds; the mean alone for one seed; "" for none."""
+    v = [x for x in v if x is not None]
+    if not v:
+        return ""
+    return f"{np.mean(v):{fmt}} ± {_sd(v):{fmt}}" if len(v) > 1 else f"{np.mean(v):{fmt}}"
+
+
+def gap_recovered(rows: list[dict]) -> None:
+    """Set ``gap`` = (method - labelled-only) / (ceiling - labelled-only) on every method row, from the
+    ``finetune`` row of the same init, fraction and seed and the ceiling of the same init and seed."""
+    ceil = {(r["init"], r["seed"]): r["mean_dice"] for r in rows if r["method"] == "ceiling"}
+    base = {(r["init"], r["fraction"], r["seed"]): r["mean_dice"] for r in rows if r["method"] == "finetune"}
+    for r in rows:
+        c, b = ceil.get((r["init"], r["seed"])), base.get((r["init"], r["fraction"], r["seed"]))
+        r["gap"] = None
+        if r["method"] not in ("ceiling", "finetune") and c is not None and b is not None and c - b > 1e-6:
+            r["gap"] = (r["mean_dice"] - b) / (c - b)
+
+
+def plot_gap(rows, path: Path) -> Path | None:
+    """Gap recovered per method (mean ± sd over seeds); None when no row has one."""
+    agg = defaultdict(list)
+    for r in rows:
+        if r.get("gap") is not None:
+            agg[f"{r['method']}\n{r['init']}, {100 * r['fraction']:g}%"].append(r["gap"])
+    if not agg:
+        return None
+    plt = _plt()
+    keys = sorted(agg)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(keys) + 1.5), 3.6), dpi=110)
+    ax.bar(range(len(keys)), [np.mean(agg[k]) for k in keys], yerr=[_sd(agg[k]) for k in keys], capsize=4,
+           color="#4c78a8")
+    for i, k in enumerate(keys):
+        ax.scatter([i] * len(agg[k]), agg[k], color="k", s=10, zorder=3)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.axhline(1, color="grey", lw=0.8, ls=":")
+    ax.set_xticks(range(len(keys)), keys, fontsize=8)
+    ax.set_ylabel("gap recovered")
+    ax.set_title("(method - labelled-only) / (ceiling - labelled-only); bars mean ± sd, dots seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def _img(path: Path, alt: str, width: str = "100%") -> str:
     data = base64.b64encode(Path(path).read_bytes()).decode()
     return f'<img alt="{html.escape(alt)}" style="max-width:{width}" src="data:image/png;base64,{data}">'
@@ -116,18 +197,23 @@ def pgr_of_means(rows: list[dict]) -> None:
 
 
 def write_markdown(out: Path, rows: list[dict]) -> Path:
-    """``summary.md``: mean Dice (and PGR of the mean) per (fraction, init, method), over seeds with min-max."""
+    """``summary.md``: per (fraction, init, method), mean ± sd over seeds of the mean Dice, the teacher's Dice,
+    the PGR of the means and the gap recovered."""
     pgr_of_means(rows)
+    gap_recovered(rows)
     groups = defaultdict(list)
     for r in rows:
         groups[(r["fraction"], r["init"], r["method"])].append(r)
-    lines = ["| labels | init | method | seeds | mean Dice | min-max | teacher Dice | PGR |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| labels | init | method | seeds | mean Dice | teacher Dice | PGR | gap recovered |",
+             "|---|---|---|---|---|---|---|---|"]
     for (f, init, method), rs in sorted(groups.items(), key=lambda t: (-t[0][0] if t[0][2] == "ceiling" else t[0][0], t[0][1], t[0][2])):
-        d = [r["mean_dice"] for r in rs]
         t = [float(np.mean(list(r["teacher"].values()))) for r in rs if r.get("teacher")]
-        p = [r["pgr_mean"] for r in rs if r.get("pgr_mean") is not None]
-        lines.append(f"| {100 * f:g}% | {init} | {method} | {len(rs)} | {np.mean(d):.4f} | {min(d):.4f}-{max(d):.4f} | "
-                     f"{f'{np.mean(t):.4f}' if t else ''} | {f'{np.mean(p):.3f}' if p else ''} |")
+        lines.append(f"| {100 * f:g}% | {init} | {method} | {len(rs)} | {_pm([r['mean_dice'] for r in rs])} | "
+                     f"{_pm(t)} | {_pm([r.get('pgr_mean') for r in rs], '.3f')} | "
+                     f"{_pm([r.get('gap') for r in rs], '.3f')} |")
+    lines += ["", "mean ± sd over seeds (sample sd). Gap recovered = (method - labelled-only) / (ceiling - "
+              "labelled-only), per seed, then averaged. PGR = (student - teacher) / (ceiling - teacher) of the mean "
+              "Dice; empty where undefined (no teacher, or the ceiling does not beat the teacher)."]
     path = out / "summary.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -141,21 +227,45 @@ def write_report(out: Path, rows: list[dict], cfg) -> Path:
     parts = [f"<h1>bonekit study: {html.escape(str(cfg.name))}</h1>",
              f"<p>{len(rows)} cells; data: {html.escape(cfg.data.root or 'embedded phantom')}, "
              f"{cfg.data.resolution}px; student {html.escape(cfg.student.arch)}/{html.escape(cfg.student.encoder)}; "
-             f"steps {dict(cfg.steps)}; Dice on the person-grouped validation fold at the labels' resolution.</p>"]
+             "steps " + ", ".join(f"{k} {v}" for k, v in cfg.steps.items()) + "; Dice of each cell's last checkpoint "
+             "on the person-grouped validation fold at the labels' resolution (no TTA, one model per cell).</p>"]
     if rows:
         parts.append("<h2>Mean Dice vs label fraction</h2>" + _img(plot_dice_vs_fraction(rows, figs / "dice_vs_fraction.png"), "Dice vs label fraction", "720px"))
-        head = "<tr><th>fraction</th><th>init</th><th>method</th><th>seed</th><th>mean Dice</th><th>PGR</th><th>wall s</th></tr>"
+        head = ("<tr><th>fraction</th><th>init</th><th>method</th><th>seed</th><th>mean Dice</th><th>teacher Dice</th>"
+                "<th>PGR</th><th>gap recovered</th><th>wall s</th></tr>")
         def pgr_cell(r):
-            return "" if r.get("pgr_mean") is None else f"{r['pgr_mean']:.3f}"
+            if r.get("pgr_mean") is not None:
+                return f"{r['pgr_mean']:.3f}"
+            return "undefined: ceiling ≤ teacher" if r.get("teacher") else ""
+
+        def teacher_cell(r):
+            return f"{np.mean(list(r['teacher'].values())):.4f}" if r.get("teacher") else ""
+
+        def gap_cell(r):
+            return "" if r.get("gap") is None else f"{r['gap']:.3f}"
+
 
         body = "".join(
             f"<tr><td>{100 * r['fraction']:g}%</td><td>{r['init']}</td><td>{r['method']}</td><td>{r['seed']}</td>"
-            f"<td>{r['mean_dice']:.4f}</td><td>{pgr_cell(r)}</td><td>{r['wall_s']}</td></tr>" for r in rows)
+            f"<td>{r['mean_dice']:.4f}</td><td>{teacher_cell(r)}</td><td>{pgr_cell(r)}</td><td>{gap_cell(r)}</td>"
+            f"<td>{r['wall_s']}</td></tr>" for r in rows)
         parts.append(f"<h2>Results</h2><table>{head}{body}</table>")
         parts.append("<h2>Dice per bone</h2>" + _img(plot_heatmap(rows, figs / "per_bone_heatmap.png"), "per-bone heatmap"))
+        g = plot_gap(rows, figs / "gap_recovered.png")
+        if g:
+            parts.append("<h2>Gap recovered</h2>" + _img(g, "gap recovered"))
         p = plot_pgr(rows, figs / "pgr.png")
         if p:
             parts.append("<h2>PGR per bone</h2>" + _img(p, "PGR per bone"))
+        elif any(r.get("teacher") for r in rows):
+            parts.append("<h2>PGR per bone</h2><p>Not drawn: no bone has a ceiling that beats its teacher by more "
+                         "than 0.05 Dice, so the gap a student could recover is undefined (PGR = (student - teacher) "
+                         "/ (ceiling - teacher)).</p>")
+        curves = plot_curves(rows, figs / "val_curves.png")
+        if curves:
+            parts.append("<h2>Validation curves</h2><p>Mean Dice on the validation fold during training, for "
+                         "reading whether each cell's schedule had flattened; never used to select a checkpoint.</p>"
+                         + _img(curves, "validation curves"))
         best = max((r for r in rows if r["method"] != "ceiling"), key=lambda r: r["mean_dice"], default=rows[0])
         parts.append(f"<h2>Best model: {best['method']} / {best['init']} / {100 * best['fraction']:g}% / seed {best['seed']}</h2>")
         parts.append("<pre>" + html.escape(format_per_class(list(best["per_bone"]), list(best["per_bone"].values()))

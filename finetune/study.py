@@ -1,6 +1,6 @@
-"""Low-label study: label fractions x init {scratch, pretrained} x method {finetune, cosup, generalist} x seeds.
+"""Low-label study: label fractions x init {scratch, pretrained} x methods x seeds.
 
-    accelerate launch finetune/study.py [study=configs/study.yaml] [key=value ...]
+    accelerate launch finetune/study.py [study=configs/lowlabel.yaml] [key=value ...]
     accelerate launch finetune/study.py study=configs/demo.yaml        # the whole-pipeline demo
 
 Each cell is a run folder under ``runs/study/<name>/``; a finished cell holds ``result.json`` and is skipped when
@@ -8,9 +8,18 @@ the study runs again, so a stopped study continues where it was. Pretraining run
 ``results.csv`` (one row per cell), plots (Dice vs label fraction with seed spread, per-bone heatmap, PGR per
 bone) and one self-contained ``report.html``.
 
-Methods: ``finetune`` (the student trained on the labelled subset alone), ``cosup`` (experts owning bone groups ->
-pool labels -> distilled student), ``generalist`` (one teacher owning every bone, distilled the same way).
-A ceiling (every label) per init and seed gives PGR = (student - teacher) / (ceiling - teacher).
+Methods (every distilled arm uses the same loop, schedule and init as the others; its batch holds as many
+labelled images as ``finetune``'s plus as many pool images):
+- ``finetune``: the student trained on the labelled subset alone (the labelled-only baseline);
+- ``pooloff``: the distillation loop with no loss on pool images (the like-for-like control);
+- ``selftrain``: one generalist teacher (the ``finetune`` student itself: same init, same schedule) labels the
+  pool; a student is distilled from it;
+- ``meanteacher``: no experts; an EMA of the student labels the pool on weak views, the student learns on strong
+  views (Cutout, CutMix, intensity);
+- ``cosup``: specialists (bone groups, ``groups``) start from the generalist and fine-tune on the labelled images;
+  their targets, denoised by the ``selftrain`` student (the previous round's), teach a new student.
+A ceiling (every label) per init and seed gives PGR = (student - teacher) / (ceiling - teacher) and the gap
+recovered = (method - finetune) / (ceiling - finetune).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from bonekit.models import ModelConfig
 class Grid:
     fractions: list[float] = field(default_factory=lambda: [0.05, 0.25])
     inits: list[str] = field(default_factory=lambda: ["scratch", "pretrained"])
-    methods: list[str] = field(default_factory=lambda: ["finetune", "cosup", "generalist"])
+    methods: list[str] = field(default_factory=lambda: ["finetune", "cosup", "selftrain"])
     seeds: list[int] = field(default_factory=lambda: [0])
     ceiling: bool = True
 
@@ -57,11 +66,11 @@ class StudyConfig:
     grid: Grid = field(default_factory=Grid)
     data: DataConfig = field(default_factory=lambda: DataConfig(resolution=128))
     student: ModelConfig = field(default_factory=ModelConfig)
-    expert_model: ModelConfig = field(default_factory=ModelConfig)
-    groups: str = "regions"  # bone groups of the co-supervising experts: regions | rays
+    groups: str = "regions"  # bone groups of the co-supervising specialists: regions | rays
+    kd_args: list[str] = field(default_factory=list)  # extra kd.* keys for selftrain and cosup students
+    meanteacher_args: list[str] = field(default_factory=lambda: ["kd.ema=0.99", "kd.strong=true", "kd.rampup=0.3"])
     steps: Steps = field(default_factory=Steps)
     batch_size: int = 8
-    rounds: int = 1
     pretrain_args: list[str] = field(default_factory=list)  # extra key=value for selfsup/pretrain.py
     stage_args: list[str] = field(default_factory=list)  # extra key=value for every segmentation stage
     worst_k: int = 4
@@ -84,6 +93,9 @@ def dotlist(prefix: str, node) -> list[str]:
         else:
             out.append(f"{key}={v}")
     return out
+
+
+METHODS = ("pooloff", "selftrain", "meanteacher", "cosup")
 
 
 class Study:
@@ -124,31 +136,61 @@ class Study:
                                            f"run_dir={cell}", "resume=auto"])
         return cell / "last.safetensors"
 
-    def distilled(self, cell: Path, fraction: float, init: str, seed: int, groups: str, baseline: str,
-                  ceiling: str) -> Path:
+    def experts(self, out: Path, fraction: float, init: str, seed: int, groups: str, generalist: str,
+                steps: int) -> Path:
+        """Experts owning ``groups``, each started from the ``generalist`` model (steps=0: taken as it is)."""
         from cosup.experts import main as experts
+
+        c = self.cfg
+        if not (out / "experts.json").is_file():
+            experts(self._seg_common(seed) + [f"labels.fraction={fraction}", f"labels.seed={seed}",
+                                             f"partition.groups={groups}", f"partition.generalist={generalist}",
+                                             f"model.arch={c.student.arch}", f"model.encoder={c.student.encoder}",
+                                             f"model.init={self.init_path(init)}", f"loop.steps={steps}",
+                                             f"run_dir={out}", "resume=auto"])
+        return out
+
+    def distilled(self, cell: Path, fraction: float, init: str, seed: int, experts: Path | None,
+                  extra: list[str], ceiling: str) -> Path:
+        """A student from ``experts`` (or, without, a pool-only loop: mean teacher or pooloff), ``extra`` kd keys."""
         from finetune.distill import main as distill
 
         c = self.cfg
-        ex = cell / "experts"
-        if not (ex / "experts.json").is_file():
-            experts(self._seg_common(seed) + [f"labels.fraction={fraction}", f"labels.seed={seed}",
-                                             f"partition.groups={groups}", f"model.arch={c.expert_model.arch}",
-                                             f"model.encoder={c.expert_model.encoder}",
-                                             f"model.init={self.init_path(init)}", f"loop.steps={c.steps.experts}",
-                                             f"run_dir={ex}", "resume=auto"])
         st = cell / "student"
-        last = st / f"round{c.rounds - 1}" / "last.safetensors"
+        last = st / "round0" / "last.safetensors"
         if not last.is_file() or not (st / "report.csv").is_file():
-            args = self._seg_common(seed) + [f"experts={ex}", f"rounds={c.rounds}", f"model.arch={c.student.arch}",
-                                             f"model.encoder={c.student.encoder}", f"model.init={self.init_path(init)}",
-                                             f"loop.steps={c.steps.distill}", f"run_dir={st}", "resume=auto"]
-            if baseline:
-                args.append(f"report.baseline={baseline}")
+            args = self._seg_common(seed) + [
+                f"loop.batch_size={2 * c.batch_size}", "kd.labelled_share=0.5", f"labels.fraction={fraction}",
+                f"labels.seed={seed}", f"model.arch={c.student.arch}", f"model.encoder={c.student.encoder}",
+                f"model.init={self.init_path(init)}", f"loop.steps={c.steps.distill}", f"run_dir={st}",
+                "resume=auto", *extra]
+            if experts is not None:
+                args.append(f"experts={experts}")
+            base = self.out / init / "finetune" / f"f{fraction:g}" / f"s{seed}" / "last.safetensors"
+            if base.is_file():
+                args.append(f"report.baseline={base}")
             if ceiling:
                 args.append(f"report.ceiling={ceiling}")
             distill(args)
         return last
+
+    def method(self, method: str, cell: Path, frac: float, init: str, seed: int, ceiling: str) -> Path:
+        """One semi-supervised arm (see the module doc); its generalist is the ``finetune`` cell's student."""
+        c = self.cfg
+        generalist = self.finetune(self.out / init / "finetune" / f"f{frac:g}" / f"s{seed}", frac, init, seed)
+        if method == "pooloff":
+            return self.distilled(cell, frac, init, seed, None, ["kd.weight_kd=0"], ceiling)
+        if method == "meanteacher":
+            return self.distilled(cell, frac, init, seed, None, list(c.meanteacher_args), ceiling)
+        if method == "selftrain":
+            ex = self.experts(cell / "experts", frac, init, seed, "single", str(generalist), 0)
+            return self.distilled(cell, frac, init, seed, ex, list(c.kd_args), ceiling)
+        # cosup: round 0 is the self-trained student; round 1's specialists start from the generalist and are
+        # routed and denoised by that student.
+        round0 = self.method("selftrain", self.out / init / "selftrain" / f"f{frac:g}" / f"s{seed}", frac, init, seed,
+                             ceiling)
+        ex = self.experts(cell / "experts", frac, init, seed, c.groups, str(generalist), c.steps.experts)
+        return self.distilled(cell, frac, init, seed, ex, [*c.kd_args, f"kd_student={round0}"], ceiling)
 
     def evaluate(self, checkpoint: Path, out: Path) -> dict:
         from finetune.evaluate import main as evaluate
@@ -173,9 +215,10 @@ class Study:
                 for frac in c.grid.fractions:
                     for method in c.grid.methods:
                         rows.append(self.cell(method, frac, init, seed, ceiling=ceiling))
-        from finetune.report_html import pgr_of_means, write_report
+        from finetune.report_html import gap_recovered, pgr_of_means, write_report
 
         pgr_of_means(rows)  # recomputed from the rows, so cells written by older versions agree
+        gap_recovered(rows)
         self.write(rows)
 
         html = write_report(self.out, rows, c)
@@ -199,16 +242,14 @@ class Study:
         teacher = None
         if method == "finetune":
             ck = self.finetune(cell, frac, init, seed)
-        elif method in ("cosup", "generalist"):
-            groups = self.cfg.groups if method == "cosup" else "single"
-            base = self.out / init / "finetune" / f"f{frac:g}" / f"s{seed}" / "last.safetensors"
-            ceil = ceiling["checkpoint"] if ceiling else ""
-            ck = self.distilled(cell, frac, init, seed, groups, str(base) if base.is_file() else "", ceil)
+        elif method in METHODS:
+            ck = self.method(method, cell, frac, init, seed, ceiling["checkpoint"] if ceiling else "")
             with open(cell / "student" / "report.csv") as f:
                 rep = {r["model"]: r for r in csv.DictReader(f)}
-            teacher = {k: float(v) for k, v in rep["teacher"].items() if k not in ("model", "mean") and v != ""}
+            if "teacher" in rep:
+                teacher = {k: float(v) for k, v in rep["teacher"].items() if k not in ("model", "mean") and v != ""}
         else:
-            raise ValueError(f"grid.methods: finetune | cosup | generalist, got {method!r}")
+            raise ValueError(f"grid.methods: choose from {['finetune', *METHODS]}, got {method!r}")
         per_bone = self.evaluate(ck, cell / "eval")
         row = {"fraction": frac, "init": init, "method": name, "seed": seed,
                "mean_dice": float(np.mean(list(per_bone.values()))), "per_bone": per_bone, "teacher": teacher,
@@ -229,12 +270,13 @@ class Study:
         names = list(rows[0]["per_bone"]) if rows else []
         with open(self.out / "results.csv", "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["fraction", "init", "method", "seed", "mean_dice", "pgr_mean", "wall_s"] + names
+            w.writerow(["fraction", "init", "method", "seed", "mean_dice", "pgr_mean", "gap_recovered", "wall_s"] + names
                        + [f"pgr:{n}" for n in names])
             for r in rows:
                 p = r.get("pgr") or {}
                 w.writerow([r["fraction"], r["init"], r["method"], r["seed"], f"{r['mean_dice']:.4f}",
-                            "" if r.get("pgr_mean") is None else f"{r['pgr_mean']:.4f}", r["wall_s"]]
+                            "" if r.get("pgr_mean") is None else f"{r['pgr_mean']:.4f}",
+                            "" if r.get("gap") is None else f"{r['gap']:.4f}", r["wall_s"]]
                            + [f"{r['per_bone'][n]:.4f}" for n in names]
                            + ["" if p.get(n) is None else f"{p[n]:.4f}" for n in names])
 
@@ -244,6 +286,8 @@ def main(argv: list[str] | None = None) -> Path:
     # study=FILE.yaml is the documented spelling of config=FILE.yaml.
     argv = [("config=" + a.split("=", 1)[1]) if a.startswith("study=") else a for a in argv]
     cfg = config.load(StudyConfig, argv)
+    config.check_choices(cfg, {"grid.methods": ["finetune", *METHODS], "grid.inits": ["scratch", "pretrained"],
+                               "groups": ["regions", "rays"]})
     return Study(cfg).run()
 
 

@@ -5,7 +5,7 @@
 
 Writes ``runs/train/<timestamp>/``: config.yaml, best.safetensors (by validation Dice), last.safetensors,
 metrics.csv, tb/, loss.png, val_dice.png, checkpoints/. ``resume=auto`` continues exactly. Throughput of this
-loop: ``python bench/finetune.py``.
+loop: ``python bench/train_speed.py``.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 
 from bonekit import checkpoint, config
-from bonekit.accel import make_accelerator
+from bonekit.accel import PRECISIONS, make_accelerator
 from bonekit.cli import run
 from bonekit.config import DataConfig, LabelsConfig
 from bonekit.datasets import CachedFrames
 from bonekit.engine import prepare_training
 from bonekit.loop import LoopConfig, fit
-from bonekit.models import ModelConfig, build_segmenter
+from bonekit.losses import LOSSES
+from bonekit.models import ModelConfig, build_segmenter, model_choices, model_meta
 from bonekit.runlog import start_run
 from bonekit.seg_augment import SegAugConfig
 from bonekit.segdata import setup
@@ -50,6 +51,8 @@ class TrainConfig:
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(TrainConfig, sys.argv[1:] if argv is None else argv)
+    config.check_choices(cfg, {**model_choices(), "loss": LOSSES, "precision": PRECISIONS,
+                               "loop.optimizer": ["adamw", "sgd"]})
     cfg.run_dir, resume_from = checkpoint.find_resume(cfg.resume, cfg.run_dir, "train")
     accelerator = make_accelerator(cfg.precision)
     set_seed(cfg.loop.seed)
@@ -67,8 +70,7 @@ def main(argv: list[str] | None = None) -> Path:
                           list(cfg.class_weights) or None, cfg.crop)
     model = build_segmenter(cfg.model, cfg.data.slices, k, accelerator.device)
     model, opt = prepare_training(accelerator, model, cfg.loop, cfg.loop.channels_last, cfg.loop.compile)
-    meta = {"arch": cfg.model.arch, "encoder": cfg.model.encoder, "in_channels": cfg.data.slices,
-            "classes": d.classes, "resolution": cfg.data.resolution, "crop": cfg.crop, "config": config.to_dict(cfg)}
+    meta = model_meta(cfg.model, cfg.data.slices, d.classes, cfg.data.resolution, config.to_dict(cfg), crop=cfg.crop)
     res = fit(accelerator, model, opt, train_ds, d.val, task, cfg.loop, run_dir, resume_from, d.classes, meta,
               config.to_dict(cfg))
     accelerator.print(f"fine-tuning: {res.steps} steps, {res.images_per_s:.1f} img/s, data wait {res.data_wait:.0%}; "

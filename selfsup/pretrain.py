@@ -5,7 +5,7 @@
 With no arguments it pretrains a resnet18 with DenseCL on the embedded phantom's images (labels ignored) for a
 short schedule and writes ``runs/pretrain/<timestamp>/``: config.yaml, encoder.safetensors (timm key names,
 strict-loadable by ``smp.Unet("tu-resnet18", encoder_weights=None, in_channels=C)``), metrics.csv, tb/,
-loss.png and checkpoints/. ``resume=auto`` continues the newest run exactly. Throughput: ``python bench/pretrain.py``.
+loss.png and checkpoints/. ``resume=auto`` continues the newest run exactly. Throughput: ``python bench/pretrain_speed.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 
 from bonekit import checkpoint, config
-from bonekit.accel import make_accelerator
+from bonekit.accel import PRECISIONS, make_accelerator
 from bonekit.augment import ViewConfig
 from bonekit.cache import build
 from bonekit.cli import run
@@ -126,6 +126,8 @@ def build_model(cfg, accelerator):
 def main(argv: list[str] | None = None) -> Path:
     # ---- set-up: config, accelerator, run folder, data, model
     cfg = config.load(PretrainConfig, sys.argv[1:] if argv is None else argv)
+    config.check_choices(cfg, {"method.name": sorted(METHODS), "precision": PRECISIONS,
+                               "train.optimizer": ["adamw", "sgd"]})
     cfg.run_dir, resume_from = checkpoint.find_resume(cfg.resume, cfg.run_dir, "pretrain")
     accelerator = make_accelerator(cfg.precision)
     set_seed(cfg.train.seed)
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> Path:
             accelerator.print(f"\nprobe at step {step}: frozen encoder + 1x1 head, Dice {d:.4f}")
         if step % cfg.train.save_every == 0 or step == total:
             log.flush()
-            checkpoint.save(accelerator, run_dir, step, config.to_dict(cfg))
+            checkpoint.save(accelerator, run_dir, step, config.to_dict(cfg), keep=cfg.train.keep_checkpoints)
         if cfg.train.stop_at_step and step >= cfg.train.stop_at_step:
             break
     prog.close()

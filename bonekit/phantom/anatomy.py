@@ -71,15 +71,15 @@ class Person:
 
     @classmethod
     def sample_wide(cls, rng: np.random.Generator) -> "Person":
-        """The ``variation=wide`` population: a quarter children aged 3-17 (small hands, unfused epiphyses with
-        wide growth plates, carpals still small), adults to 85; thin to heavy soft tissue."""
+        """The ``variation=wide`` population: a fifth children aged 5-17 (smaller hands, wide growth plates,
+        carpals still small), adults to 85; thin to heavy soft tissue."""
         sex = "F" if rng.random() < 0.5 else "M"
-        age = int(rng.integers(3, 18)) if rng.random() < 0.25 else int(rng.integers(18, 86))
+        age = int(rng.integers(5, 18)) if rng.random() < 0.2 else int(rng.integers(18, 86))
         base = 0.93 if sex == "F" else 1.0
-        if age < 18:  # hand length grows from ~55% of the adult's at 3 to 100% at 17
-            base *= 0.55 + 0.45 * (age - 3) / 14
-        ossification = float(np.clip(0.3 + 0.7 * (age - 3) / 11, 0.3, 1.0))
-        plate = 0.06 - 0.035 * (age - 3) / 14 if age < 17 else 0.025
+        if age < 18:  # hand length grows from ~70% of the adult's at 5 to 100% at 17
+            base *= 0.7 + 0.3 * (age - 5) / 12
+        ossification = float(np.clip(0.45 + 0.55 * (age - 5) / 9, 0.45, 1.0))
+        plate = 0.05 - 0.025 * (age - 5) / 12 if age < 17 else 0.025
         height = float(np.round(rng.normal(160 if sex == "F" else 173, 7) * (base / (0.93 if sex == "F" else 1.0)) ** 0.5, 1))
         weight = float(np.round(rng.normal(55 if sex == "F" else 70, 12) * base, 1))
         return cls(scale=base * rng.uniform(0.92, 1.08), finger_scale=rng.uniform(0.9, 1.1),
@@ -124,10 +124,10 @@ class Pose:
             rot, dev, flex = rng.normal(0, 8), rng.normal(0, 8), rng.normal(0, 10)
         flexion = []
         for _ in range(5):
-            curl = rng.random() < 0.15
-            f = [abs(rng.normal(0, 22)), abs(rng.normal(0, 18)), abs(rng.normal(0, 14))]
-            flexion.append([v + (rng.uniform(30, 60) if curl else 0.0) for v in f])
-        return cls(spread=rng.uniform(-0.6, 1.8), flexion=flexion, thumb_abduction=rng.normal(0, 12),
+            curl = rng.random() < 0.1
+            f = [abs(rng.normal(0, 18)), abs(rng.normal(0, 14)), abs(rng.normal(0, 10))]
+            flexion.append([v + (rng.uniform(25, 50) if curl else 0.0) for v in f])
+        return cls(spread=rng.uniform(-0.5, 1.5), flexion=flexion, thumb_abduction=rng.normal(0, 10),
                    wrist_rotation=rot, wrist_deviation=dev, wrist_flexion=flex, bent=bent)
 
 

@@ -37,5 +37,6 @@ def sheet(split: str | Path, n: int = 8, cols: int = 4, tile: int = 384) -> np.n
 
 if __name__ == "__main__":
     split, out = sys.argv[1], sys.argv[2]
-    cv2.imwrite(out, cv2.cvtColor(sheet(split), cv2.COLOR_RGB2BGR))
+    n = int(sys.argv[3]) if len(sys.argv) > 3 else 8
+    cv2.imwrite(out, cv2.cvtColor(sheet(split, n, cols=8 if n > 8 else 4, tile=256 if n > 8 else 384), cv2.COLOR_RGB2BGR))
     print(f"wrote {out}")

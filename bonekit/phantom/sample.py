@@ -7,7 +7,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from bonekit.classes import HAND29
-from bonekit.phantom.anatomy import Hand, Person, Pose, add_clutter, build_hand, mirror, rotate_in_plane
+from bonekit.phantom.anatomy import (
+    Hand,
+    Person,
+    Pose,
+    add_clutter,
+    build_hand,
+    mirror,
+    rotate_in_plane,
+)
 from bonekit.phantom.render import Exposure, View, display, project
 
 
@@ -50,11 +58,11 @@ def make_hand(seed: int, person: int, image: int, side: str, bent_share: float,
     if wide:
         add_clutter(hand, p, rng)
         # How the hand lay on the detector: turned in the plane about the palm's centre, off-centre, zoomed.
-        hand = rotate_in_plane(hand, float(np.clip(rng.normal(0, 15), -40, 40)), np.array([0.0, 3.0 * p.scale, 0.0]))
+        hand = rotate_in_plane(hand, float(np.clip(rng.normal(0, 10), -30, 30)), np.array([0.0, 3.0 * p.scale, 0.0]))
     if side == "L":
         hand = mirror(hand)
     if wide:
-        fov = rng.uniform(21.0, 33.0) * p.scale
+        fov = rng.uniform(22.0, 30.0) * p.scale
         view = View(size=1, x0=rng.normal(0.0, 0.9) * p.scale - fov / 2, y0=rng.normal(6.1, 0.8) * p.scale + fov / 2,
                     pix=fov)
         return hand, view, rng, pose.bent

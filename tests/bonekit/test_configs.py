@@ -13,7 +13,7 @@ STAGES = {
     "train.yaml": ("finetune.train", "TrainConfig"),
     "experts.yaml": ("cosup.experts", "ExpertsConfig"),
     "distill.yaml": ("finetune.distill", "DistillConfig"),
-    "study.yaml": ("finetune.study", "StudyConfig"),
+    "lowlabel.yaml": ("finetune.study", "StudyConfig"),
     "demo.yaml": ("finetune.study", "StudyConfig"),
 }
 

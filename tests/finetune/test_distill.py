@@ -5,9 +5,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from bonekit.losses import confidence, kd_binary
+import pytest
+
+from bonekit.errors import ConfigError
+from bonekit.losses import confidence, kd_binary, segmentation_loss
 from bonekit.metrics import pgr
+from bonekit.seg_augment import SegAugConfig
 from conftest import launch
+from cosup.targets import agreement, select_targets
+from finetune.distill_task import DistillTask, KDConfig, pool_ignore
 
 
 def test_label_then_distill_with_resume_across_rounds(experts):
@@ -15,7 +21,10 @@ def test_label_then_distill_with_resume_across_rounds(experts):
     out = launch("cosup/label.py", [f"experts={tmp / 'experts'}"], cache)
     assert "targets for" in out
     t = tmp / "experts" / "targets"
-    assert (t / "targets.u8").stat().st_size > 0 and np.load(t / "keep.npy").all()  # no student: keep all
+    targets = np.memmap(t / "targets.f16", dtype=np.float16, mode="r").reshape(np.load(t / "keep.npy").shape + (-1,))
+    empty = targets.max(-1) < 0.5
+    # no student: every target is kept except empty channels (a teacher miss, not "no bone")
+    assert (np.load(t / "keep.npy") == ~empty).all()
     common = ["data.phantom.people=4", "data.phantom.test_people=1", "data.phantom.size=96", "data.workers=1",
               "loop.batch_size=2", "loop.workers=0", "loop.val_batch_size=2", f"experts={tmp / 'experts'}",
               "rounds=2", "loop.steps=2", "loop.save_every=1"]
@@ -58,7 +67,7 @@ def test_pool_images_never_carry_ground_truth(tmp_path):
     from bonekit.classes import HAND29
     from bonekit.formats import discover
     from conftest import make_competition
-    from finetune.distill import DistillFrames
+    from finetune.distill_task import DistillFrames
 
     c = C.build(discover(make_competition(tmp_path / "train", people=2, size=32)), 16, HAND29, tmp_path / "c",
                 workers=1, progress=False)
@@ -72,3 +81,89 @@ def test_pool_images_never_carry_ground_truth(tmp_path):
     ds = DistillFrames(c, [0], [1, 2, 3], np.zeros((3, 29, 16, 16), np.uint8), np.ones((3, 29), bool), 1, 0.5)
     assert len(ds) == 6 and [ds[i]["labelled"] for i in range(6)] == [True] * 3 + [False] * 3
     assert len({ds[i]["index"] for i in range(3)}) == 3
+
+
+def test_confidence_loss_lifts_a_teacher_positive_pixel():
+    """The bistable pixel: teacher p = 0.6 on 1% of the pixels, an under-confident student at p = 0.4 there. The
+    fixed 0.5 threshold hardened it to 0 and pushed it down; the teacher-rate threshold lifts it."""
+    t = torch.zeros(1, 1, 10, 10)
+    t[0, 0, 0, 0] = 0.6
+    s = torch.full((1, 1, 10, 10), float(torch.logit(torch.tensor(0.01))))
+    s[0, 0, 0, 0] = float(torch.logit(torch.tensor(0.4)))
+    s.requires_grad_(True)
+    confidence(s, t, 0.5).backward()
+    assert s.grad[0, 0, 0, 0] < 0  # gradient descent raises the logit
+
+
+def _task(**kd):
+    return DistillTask(2, SegAugConfig(), ["a", "b"], KDConfig(**kd), "bce_dice", 100)
+
+
+def test_empty_teacher_channel_teaches_nothing():
+    teacher = torch.zeros(1, 2, 8, 8)
+    teacher[0, 0, 2:5, 2:5] = 0.9  # channel 0 found its bone; channel 1 found nothing
+    ig = pool_ignore(teacher, torch.ones(1, 2, dtype=torch.bool), KDConfig())
+    assert not ig[0, 0].all() and ig[0, 1].all()
+    logits = torch.randn(1, 2, 8, 8, requires_grad=True)
+    _task().loss(logits, {"y": teacher, "ignore": ig, "labelled": torch.tensor([False])}, 50).backward()
+    assert logits.grad[0, 1].abs().max() == 0 and logits.grad[0, 0].abs().max() > 0
+    # the old behaviour (empty channel taught as "no bone") is still reachable, and does push channel 1
+    logits.grad = None
+    ig0 = pool_ignore(teacher, torch.ones(1, 2, dtype=torch.bool), KDConfig(ignore_empty=False))
+    _task(ignore_empty=False).loss(logits, {"y": teacher, "ignore": ig0, "labelled": torch.tensor([False])},
+                                   50).backward()
+    assert logits.grad[0, 1].abs().max() > 0
+
+
+def test_pixel_confidence_mask_and_rampup():
+    teacher = torch.tensor([0.05, 0.5, 0.95]).view(1, 1, 1, 3).expand(1, 1, 3, 3).contiguous()
+    ig = pool_ignore(teacher, torch.ones(1, 1, dtype=torch.bool), KDConfig(pixel_threshold=0.9))
+    assert ig[0, 0, 0].tolist() == [False, True, False]
+    from finetune.distill_task import sigmoid_ramp
+
+    assert sigmoid_ramp(0, 100, 0.5) < 0.01 and sigmoid_ramp(50, 100, 0.5) == 1.0 and sigmoid_ramp(0, 100, 0) == 1.0
+
+
+def test_denoiser_drops_a_joint_miss():
+    """Agreement used to score 1.0 when student and teacher were both empty, ranking joint misses first."""
+    empty = torch.zeros(1, 1, 8, 8)
+    s = torch.full((1, 1, 8, 8), -5.0)
+    assert agreement(s, empty).item() == 0.0
+    t = torch.zeros(3, 1, 8, 8)
+    t[0, 0, :4] = 0.9  # image 0: teacher and student agree on a bone
+    t[1, 0, 4:] = 0.9  # image 1: the teacher marks a bone where the student sees none
+    st = torch.full((3, 1, 8, 8), -5.0)
+    st[0, 0, :4] = 5.0
+    from cosup.targets import plausibility_loss
+
+    keep = select_targets(plausibility_loss(st, t).numpy(), agreement(st, t).numpy(),
+                          (t.amax((2, 3)) < 0.5).numpy(), min_keep=0.5)
+    assert keep[:, 0].tolist() == [True, False, False]  # image 2 (the joint miss) is never kept
+
+
+def test_float16_targets_keep_small_probabilities():
+    """uint8 codes turned a tempered teacher's small probabilities into a staircase (T=2: 0, 1/255, 2/255 ->
+    0.001, 0.059, 0.082); float16 keeps them."""
+    p = torch.tensor([1e-4, 1e-3, 2e-3, 4e-3])
+    stored = p.half().float()
+    tempered = torch.sigmoid(torch.logit(stored) / 2)
+    exact = torch.sigmoid(torch.logit(p) / 2)
+    assert torch.allclose(tempered, exact, rtol=1e-2) and (tempered.diff() > 0).all()
+
+
+def test_labelled_share_of_one_is_a_clear_error():
+    with pytest.raises(ConfigError, match="labelled_share"):
+        _task(labelled_share=1.0)
+
+
+def test_pooloff_trains_labelled_images_at_full_weight():
+    """With no pool loss, a mixed batch gives the labelled samples exactly the supervised loss (it used to be
+    scaled by their share of the batch, halving the learning rate of the supervised part)."""
+    torch.manual_seed(0)
+    logits = torch.randn(4, 2, 8, 8)
+    y = (torch.rand(4, 2, 8, 8) > 0.7).float()
+    lab = torch.tensor([True, True, False, False])
+    got = _task(weight_kd=0.0).loss(logits, {"y": y, "ignore": torch.zeros_like(y, dtype=torch.bool),
+                                             "labelled": lab}, 10)
+    want = segmentation_loss("bce_dice")(logits[lab], y[lab])
+    assert torch.allclose(got, want)

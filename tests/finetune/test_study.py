@@ -53,3 +53,42 @@ def test_report_in_a_real_browser(study):
     res = browser_check(out / "report.html", shot)
     assert res["images"] >= 5 and res["broken"] == [] and res["console_errors"] == []
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_lowlabel_benchmark_tiny(tmp_path):
+    """The benchmark's grid at toy size: every method runs, results carry the gap recovered, summary mean ± sd."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    out = tmp_path / "lowlabel"
+    args = [f"study={ROOT / 'configs' / 'lowlabel.yaml'}", f"out_dir={out}", "grid.fractions=[0.5]", "grid.seeds=[0,1]",
+            "steps.experts=1"] + TINY_STUDY + ["stage_args=[loop.workers=0,eval_resolution=64]"]
+    launch("finetune/study.py", args, cache)
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    methods = [r["method"] for r in rows if r["seed"] == "0"]
+    assert methods == ["ceiling", "finetune", "pooloff", "selftrain", "meanteacher", "cosup"]
+    def dice(method, frac, seed):  # unrounded, from the cell's result.json
+        return json.loads((out / "scratch" / method / f"f{frac}" / f"s{seed}" / "result.json").read_text())["mean_dice"]
+
+    for r in rows:
+        if r["method"] in ("ceiling", "finetune"):
+            assert r["gap_recovered"] == ""
+            continue
+        c, b, m = dice("ceiling", 1, r["seed"]), dice("finetune", 0.5, r["seed"]), dice(r["method"], 0.5, r["seed"])
+        if c - b > 1e-6:
+            assert abs(float(r["gap_recovered"]) - (m - b) / (c - b)) < 1e-3
+        else:  # the ceiling does not beat the labelled-only student: nothing to recover
+            assert r["gap_recovered"] == ""
+    summary = (out / "summary.md").read_text()
+    assert "gap recovered" in summary and "±" in summary  # two seeds: mean ± sd
+
+
+@pytest.mark.slow
+def test_lowlabel_benchmark_one_seed(tmp_path):
+    """One seed of the real benchmark (about 40 minutes on 2 cores): ``pytest -m slow``."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    out = tmp_path / "lowlabel"
+    launch("finetune/study.py", [f"study={ROOT / 'configs' / 'lowlabel.yaml'}", f"out_dir={out}", "grid.seeds=[0]"],
+           cache, timeout=4 * 3600)
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {r["method"] for r in rows} == {"ceiling", "finetune", "pooloff", "selftrain", "meanteacher", "cosup"}

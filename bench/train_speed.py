@@ -1,6 +1,6 @@
 """Throughput of finetune/train.py's loop, in one run: the real engine path vs the model alone vs a naive loop.
 
-    accelerate launch --cpu bench/finetune.py [any finetune/train.py key=value] [steps=10]
+    accelerate launch --cpu bench/train_speed.py [any finetune/train.py key=value] [steps=10]
 
 - end-to-end: cached uint8 frames -> EpochLoader -> device -> unpack + augmentation -> engine step (the real path);
 - model-only: the same engine step on one batch already made (no loading, unpacking or augmentation);
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import FixedBatch, Timer, TimedLoader  # noqa: E402
+from timing import FixedBatch, TimedLoader, Timer  # noqa: E402
 
 from bonekit import config  # noqa: E402
 from bonekit.accel import make_accelerator  # noqa: E402

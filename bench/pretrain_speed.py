@@ -1,6 +1,6 @@
 """Throughput of selfsup/pretrain.py's loop, in one run: the real engine path vs the same step on ready views.
 
-    accelerate launch --cpu bench/pretrain.py [any selfsup/pretrain.py key=value] [steps=10]
+    accelerate launch --cpu bench/pretrain_speed.py [any selfsup/pretrain.py key=value] [steps=10]
 
 - end-to-end: cached uint8 frames -> EpochLoader -> device -> two augmented views -> method loss -> engine step;
 - model-only: the same engine step on views already made (no loading, no augmentation).
@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import FixedBatch, Timer, TimedLoader  # noqa: E402
+from timing import FixedBatch, TimedLoader, Timer  # noqa: E402
 
 from bonekit import config  # noqa: E402
 from bonekit.accel import make_accelerator  # noqa: E402

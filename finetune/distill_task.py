@@ -1,0 +1,249 @@
+"""What distillation trains on: the dataset (labelled images + pool images with teacher targets) and the task
+(targets and losses per batch). finetune/distill.py is the main that runs it through the shared loop.
+
+Semi-supervised pieces, each a ``kd.*`` switch the study can turn on:
+- stored expert targets (co-supervision, self-training) or an EMA *mean teacher* (``kd.ema``) that predicts the
+  pool online on a weak view while the student sees a strong one (``kd.strong``: intensity, Cutout, CutMix);
+- teacher channels that found no bone are ignored for that image (``kd.ignore_empty``: every bone is present in
+  every hand radiograph, so an empty channel is a miss, not "no bone");
+- per-pixel confidence masking (``kd.pixel_threshold``) and a ramp-up of the pool weight (``kd.rampup``);
+- the weak-to-strong confidence loss with the reference's adaptive threshold (``kd.confidence``), replacing the
+  plain KD term rather than adding a second copy of the teacher.
+The labelled part of a batch gets the supervised loss at full weight (a mean over the labelled samples), so a
+distillation run with no pool loss (``kd.weight_kd=0``, the ``pooloff`` control) trains like plain fine-tuning.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from bonekit.datasets import CachedFrames
+from bonekit.errors import ConfigError
+from bonekit.losses import (
+    channel_wise,
+    confidence,
+    kd_binary,
+    segmentation_loss,
+    soft_dice,
+)
+from bonekit.maskbits import unpack
+from bonekit.seg_augment import SegAugConfig, augment, paste_indices
+
+
+@dataclass
+class KDConfig:
+    temperature: float = 1.0  # temperature of the binary KD term (teacher tempered in logit space)
+    weight_gt: float = 1.0  # labelled images: segmentation loss on the ground truth (mean over labelled samples)
+    weight_kd: float = 1.0  # pool images: KD + soft Dice against the teacher (0: the pooloff control)
+    labelled_share: float = 0.5  # share of each epoch drawn from the labelled images (repeated as needed), < 1
+    confidence: float = 0.0  # final alpha of the weak-to-strong confidence loss, replacing KD (0 = plain KD)
+    alpha_warmup: float = 0.5  # share of the steps over which alpha rises from 0
+    channel_wise: float = 0.0  # weight of channel-wise distillation (0 = off)
+    ignore_empty: bool = True  # ignore a teacher channel that found no bone in an image (max p < 0.5)
+    pixel_threshold: float = 0.0  # keep pool pixels where the teacher is this sure, max(p, 1-p) >= t (0: all)
+    rampup: float = 0.0  # share of the steps over which the pool weight rises from 0 (sigmoid-shaped)
+    ema: float = 0.0  # mean teacher: EMA momentum of a teacher that labels the pool online (0: stored targets)
+    strong: bool = False  # strong views (intensity, Cutout, CutMix) for the student on pool images
+    denoise: bool = True  # from round 1 on: keep the targets the previous student finds most plausible
+    min_keep: float = 0.5  # the smallest share of pool targets kept per bone when denoising
+
+
+def check_kd(kd: KDConfig) -> None:
+    if not 0.0 <= kd.labelled_share < 1.0:
+        raise ConfigError(f"kd.labelled_share={kd.labelled_share}: must be in [0, 1) (1 would leave no pool images; "
+                          "use finetune/train.py for labelled images only)")
+    if not 0.0 <= kd.ema < 1.0:
+        raise ConfigError(f"kd.ema={kd.ema}: an EMA momentum in [0, 1) (0 = stored expert targets)")
+    if not 0.0 <= kd.pixel_threshold < 1.0:
+        raise ConfigError(f"kd.pixel_threshold={kd.pixel_threshold}: must be in [0, 1)")
+
+
+class DistillFrames(Dataset):
+    """CachedFrames items plus ``teacher`` (float16 probabilities ``[K, R, R]``, zeros on labelled frames) and
+    ``keep`` (``[K]`` bool, False: that bone's target of that image was dropped by denoising)."""
+
+    def __init__(self, cache, labelled, pool_frames, targets, keep, slices, labelled_share: float = 0.0,
+                 k: int | None = None):
+        # A few labelled images among many pool images would be drowned out: repeat them up to labelled_share
+        # of the epoch. Each repeat gets its own augmentation key (index + repeat * 10**7).
+        lab = list(labelled)
+        reps = 1
+        if labelled_share > 0 and lab and len(pool_frames):
+            reps = max(1, round(labelled_share / (1 - labelled_share) * len(pool_frames) / len(lab)))
+        self.frames = lab * reps + list(pool_frames)
+        self.repeat = [r for r in range(reps) for _ in lab] + [0] * len(pool_frames)
+        self.base = CachedFrames(cache, self.frames, slices)
+        self.row = {int(f): i for i, f in enumerate(pool_frames)}
+        self.labelled = set(int(f) for f in labelled)
+        self.targets, self.keep = targets, keep  # targets None: a mean teacher labels the pool online
+        self.k, self.r = (targets.shape[1] if targets is not None else k), cache.resolution
+        self.indices = self.base.indices
+        # Experts may work at a lower resolution than the student (weak-to-strong): targets are resized here.
+        self.resize = targets is not None and targets.shape[-1] != self.r
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = self.base[i]
+        f = item["index"]
+        item["index"] = f + self.repeat[i] * 10_000_000
+        if f in self.labelled:
+            item["teacher"] = torch.zeros(self.k, self.r, self.r, dtype=torch.float16)
+            item["keep"] = torch.ones(self.k, dtype=torch.bool)
+        else:
+            # The cache holds labels for every training image; the pool's must never reach the student.
+            item["labelled"] = False
+            item["words"] = torch.zeros_like(item["words"])
+            if self.targets is None:
+                t = np.zeros((self.k, self.r, self.r), np.float32)
+            else:
+                t = np.asarray(self.targets[self.row[f]], dtype=np.float32)
+            if self.resize:
+                import cv2
+
+                t = np.stack([cv2.resize(c, (self.r, self.r), interpolation=cv2.INTER_LINEAR) for c in t])
+            item["teacher"] = torch.from_numpy(t.astype(np.float16))
+            item["keep"] = torch.from_numpy(self.keep[self.row[f]].copy())
+        return item
+
+
+def sigmoid_ramp(step: int, steps: int, share: float) -> float:
+    """Laine & Aila's ramp-up exp(-5 (1 - t)^2) over the first ``share`` of the steps (1 after, or if share=0)."""
+    if share <= 0:
+        return 1.0
+    t = min(1.0, step / max(1.0, share * steps))
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+def pool_ignore(teacher: torch.Tensor, keep: torch.Tensor, kd: KDConfig) -> torch.Tensor:
+    """``[B, K, H, W]`` bool, True where a pool pixel gets no loss: the bone's target was dropped (``keep``), the
+    teacher found no bone in that image (``kd.ignore_empty``), or the teacher is unsure there
+    (``kd.pixel_threshold``)."""
+    ig = (~keep.bool())[:, :, None, None].expand_as(teacher)
+    if kd.ignore_empty:
+        empty = teacher.amax((2, 3)) < 0.5  # [B, K]
+        ig = ig | empty[:, :, None, None]
+    if kd.pixel_threshold > 0:
+        ig = ig | (torch.maximum(teacher, 1 - teacher) < kd.pixel_threshold)
+    return ig.contiguous()
+
+
+def strong_view(x: torch.Tensor, keys, p: float = 1.0) -> torch.Tensor:
+    """Strong intensity for the student (the teacher keeps the weak view): a second gamma/contrast draw, noise,
+    and a Cutout square. Same geometry as the weak view, so the teacher's targets stay aligned."""
+    cfg = SegAugConfig(flip=0.0, rotation=0.0, scale=0.0, shift=0.0, gamma=0.5, contrast=0.4, blur_p=0.5, noise=0.05,
+                       cutout_p=p, cutout_size=0.3)
+    dummy = torch.zeros(x.shape[0], 1, *x.shape[-2:], device=x.device)
+    out, _, _ = augment(x, dummy, [(*k, 99) for k in keys], cfg)
+    return out
+
+
+def cutmix_pool(x, y, ignore, keys):
+    """CutMix among pool samples: a box of sample i+1 (image, targets and ignore mask) pasted into sample i."""
+    b, _, h, w = x.shape
+    if b < 2:
+        return x, y, ignore
+    x, y, ignore = x.clone(), y.clone(), ignore.clone()
+    nxt = torch.roll(torch.arange(b, device=x.device), -1)
+    for i, k in enumerate(keys):
+        r = np.random.default_rng(np.random.SeedSequence([*k, 555]))
+        bh, bw = int(h * r.uniform(0.2, 0.5)), int(w * r.uniform(0.2, 0.5))
+        t, l = int(r.integers(0, h - bh + 1)), int(r.integers(0, w - bw + 1))
+        j = int(nxt[i])
+        x[i, :, t : t + bh, l : l + bw] = x[j, :, t : t + bh, l : l + bw]
+        y[i, :, t : t + bh, l : l + bw] = y[j, :, t : t + bh, l : l + bw]
+        ignore[i, :, t : t + bh, l : l + bw] = ignore[j, :, t : t + bh, l : l + bw]
+    return x, y, ignore
+
+
+class DistillTask:
+    """Targets and losses of a distillation batch (labelled and pool samples mixed; see the module doc)."""
+
+    def __init__(self, k: int, aug: SegAugConfig, classes: list[str], kd: KDConfig, loss: str, steps: int):
+        check_kd(kd)
+        self.k, self.aug, self.kd, self.steps = k, aug, kd, steps
+        self.paste = paste_indices(aug, classes)
+        self.out_classes = list(range(k))
+        self.seg = segmentation_loss(loss)
+        self.student: torch.nn.Module | None = None  # set by the caller for the mean teacher
+        self.ema: torch.nn.Module | None = None
+        self._ema_step = -1
+
+    # ------------------------------------------------------------------ the mean teacher
+    def attach(self, student: torch.nn.Module) -> None:
+        """Give the task the (unwrapped) student: its EMA copy becomes the teacher when ``kd.ema > 0``."""
+        self.student = student
+        if self.kd.ema > 0:
+            self.ema = copy.deepcopy(student).eval()
+            for p in self.ema.parameters():
+                p.requires_grad_(False)
+
+    @torch.no_grad()
+    def _update_ema(self, step: int) -> None:
+        # Called before the step's first batch: folds in the optimizer step that just happened (resume-safe:
+        # the EMA is rebuilt from the student at a resumed step, a documented approximation).
+        if self.ema is None or step == self._ema_step:
+            return
+        m = min(self.kd.ema, (1 + step) / (10 + step))  # a short warm-up, as in Tarvainen & Valpola
+        for e, s in zip(self.ema.state_dict().values(), self.student.state_dict().values()):
+            if e.dtype.is_floating_point:
+                e.mul_(m).add_(s.detach(), alpha=1 - m)
+            else:
+                e.copy_(s)
+        self._ema_step = step
+
+    # ------------------------------------------------------------------ batch -> inputs, targets
+    def inputs(self, batch, keys, step):
+        x = batch["image"].float().div_(255)
+        lab = batch["labelled"].to(x.device).bool()
+        gt = unpack(batch["words"], self.k).to(x.device).float()
+        teacher = batch["teacher"].to(x.device).float()
+        y = torch.where(lab.view(-1, 1, 1, 1), gt, teacher)
+        x, y, _ = augment(x, y, keys, self.aug, None, self.paste)
+        pool = ~lab
+        if self.ema is not None and pool.any():  # the mean teacher labels the pool on the weak view
+            self._update_ema(step)
+            y[pool] = torch.sigmoid(self.ema(x[pool]).float())
+        keep = batch["keep"].to(x.device)
+        ignore = torch.zeros_like(y, dtype=torch.bool)
+        if pool.any():
+            ignore[pool] = pool_ignore(y[pool], keep[pool], self.kd)
+            if self.kd.strong:
+                pk = [k for k, p in zip(keys, pool.tolist()) if p]
+                xs, ys, igs = cutmix_pool(strong_view(x[pool], pk), y[pool], ignore[pool], pk)
+                x, y, ignore = x.clone(), y.clone(), ignore.clone()
+                x[pool], y[pool], ignore[pool] = xs, ys, igs
+        return x, {"y": y, "ignore": ignore, "labelled": lab}
+
+    def alpha(self, step: int) -> float:
+        warm = max(1, int(self.kd.alpha_warmup * self.steps))
+        return self.kd.confidence * min(1.0, step / warm)
+
+    def loss(self, logits, t, step):
+        lab = t["labelled"]
+        total = logits.new_zeros(())
+        if lab.any():  # ground truth: a mean over the labelled samples, at full weight whatever their share
+            total = total + self.kd.weight_gt * self.seg(logits[lab], t["y"][lab])
+        pool = ~lab
+        w = self.kd.weight_kd * sigmoid_ramp(step, self.steps, self.kd.rampup)
+        if pool.any() and w > 0:
+            lg, y, ig = logits[pool], t["y"][pool], t["ignore"][pool]
+            # Bones are a few percent of the pixels: a pixel-mean KD alone lets "no bone anywhere" win, so a soft
+            # Dice against the teacher's probabilities joins it, as the Dice term does for the ground truth.
+            if self.kd.confidence > 0:
+                kd = confidence(lg, y, self.alpha(step), ig)
+            else:
+                kd = kd_binary(lg, y, self.kd.temperature, ig)
+            kd = kd + soft_dice(lg, y, ig)
+            if self.kd.channel_wise > 0:
+                teacher_logits = torch.logit(y.clamp(1e-4, 1 - 1e-4))
+                kd = kd + self.kd.channel_wise * channel_wise(lg, teacher_logits, 4.0, ig.all(-1).all(-1))
+            total = total + w * kd
+        return total
