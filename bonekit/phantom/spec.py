@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 
 VERSION = 1
+WIDE_VERSION = 2  # bumped whenever the wide variation's draws change, so cached datasets are regenerated
 
 
 @dataclass
@@ -27,4 +28,6 @@ class Spec:
         d = asdict(self)
         if d["variation"] == "classic":  # the key of a classic dataset predates the field: keep it
             del d["variation"]
+        else:
+            d["wide_version"] = WIDE_VERSION
         return hashlib.sha1(json.dumps([VERSION, d], sort_keys=True).encode()).hexdigest()[:10]
