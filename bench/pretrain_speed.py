@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> str:
     accelerator = make_accelerator(cfg.precision)
     set_seed(cfg.train.seed)
     run_dir = start_run(cfg, "bench-pretrain", accelerator)
-    ds = CachedFrames(load_frames(cfg, accelerator), slices=cfg.data.slices, with_masks=False)
+    cache, frames = load_frames(cfg, accelerator)
+    ds = CachedFrames(cache, frames, slices=cfg.data.slices, with_masks=False)
     model, opt = build_model(cfg, accelerator)
     dev = accelerator.device
     views = ViewPair(OmegaConf.to_object(cfg.views), cfg.train.seed, dev, dev.type == "cuda" and cfg.channels_last)

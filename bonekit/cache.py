@@ -95,8 +95,12 @@ class Cache:
         idx_path = root / "index.json"
         if not idx_path.is_file():
             raise DataError(root, "not a bonekit cache (no index.json); build it with bonekit.cache.build")
-        meta = json.loads(idx_path.read_text())
-        r, k, n = meta["resolution"], len(meta["classes"]), len(meta["frames"])
+        try:
+            meta = json.loads(idx_path.read_text())
+            r, k, n = meta["resolution"], len(meta["classes"]), len(meta["frames"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DataError(idx_path, f"damaged cache index ({type(e).__name__}: {e}); delete the folder "
+                                      f"{root} and run again to rebuild it") from None
         if resolution is not None and resolution != r:
             raise DataError(root, f"cache holds images at {r}x{r}, asked for {resolution}x{resolution}")
         img_path = root / "images.u8"
@@ -113,9 +117,10 @@ class Cache:
         return cls(root, r, meta["classes"], meta["frames"], images, masks)
 
 
-def cache_key(records: list[Record], resolution: int, classes: list[str]) -> str:
+def cache_key(records: list[Record], resolution: int, classes: list[str], skip_bad: bool = False) -> str:
     h = hashlib.sha1()
-    h.update(json.dumps([FORMAT_VERSION, resolution, classes]).encode())
+    # skip_bad is part of the key: a strict run must not reuse a cache that silently dropped bad files
+    h.update(json.dumps([FORMAT_VERSION, resolution, classes] + (["skip_bad"] if skip_bad else [])).encode())
     for r in records:
         for p in (r.image, r.label):
             if p is None:
@@ -148,6 +153,9 @@ def _fill(job: tuple) -> tuple[int, str | None, tuple[int, int]]:
 
             vol, words = read_volume(rec.image, rec.label)  # uint8 [D, H, W], int32 [D, W, H, W] | None
             size = vol.shape[1:]
+            if words is not None and tuple(words.shape[-2:]) != tuple(size):
+                raise DataError(rec.label, f"label volume slices are {tuple(words.shape[-2:])}, the image's "
+                                           f"{tuple(size)}: they must match")
             for d in range(vol.shape[0]):
                 images[start + d] = resize_image(vol[d], r)
                 if masks is not None and words is not None:
@@ -164,10 +172,11 @@ def _fill(job: tuple) -> tuple[int, str | None, tuple[int, int]]:
         if masks is not None:
             masks.flush()
         return i, None, (int(size[0]), int(size[1]))
-    except DataError as e:
+    except Exception as e:  # noqa: BLE001  any failure of one file is reported as that file's error
+        err = e if isinstance(e, DataError) else DataError(rec.image, f"cannot read ({type(e).__name__}: {e})")
         if skip_bad:
-            return i, str(e), (0, 0)
-        raise
+            return i, str(err), (0, 0)
+        raise err from None
 
 
 def build(records: list[Record], resolution: int, classes: list[str], cache_root: str | Path | None = None,
@@ -179,11 +188,23 @@ def build(records: list[Record], resolution: int, classes: list[str], cache_root
     """
     if not records:
         raise DataError(None, "no records to cache (empty data folder?)")
-    root = Path(cache_root or default_root()) / f"cache-{resolution}-{cache_key(records, resolution, classes)}"
+    key = cache_key(records, resolution, classes, skip_bad)
+    root = Path(cache_root or default_root()) / f"cache-{resolution}-{key}"
     if (root / "index.json").is_file():
         return Cache.open(root, resolution)
     tmp = root.with_name(root.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        return _build_into(tmp, root, records, resolution, classes, workers, skip_bad, progress)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-built folder is left behind
+        raise
+
+
+def _build_into(tmp: Path, root: Path, records: list[Record], resolution: int, classes: list[str], workers: int,
+                skip_bad: bool, progress: bool) -> Cache:
     counts = [_frames_of(r) for r in records]
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(int)
     n = int(starts[-1])
@@ -197,12 +218,21 @@ def build(records: list[Record], resolution: int, classes: list[str], cache_root
     sizes: dict[int, tuple[int, int]] = {}
     bar = tqdm(total=len(jobs), desc=f"cache {resolution}px", unit="img", disable=not progress)
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers) as ex:
+        from concurrent.futures.process import BrokenProcessPool
+
+        ex = ProcessPoolExecutor(workers)
+        try:
             for i, err, hw in ex.map(_fill, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                 sizes[i] = hw
                 if err:
                     bad[i] = err
                 bar.update()
+        except BrokenProcessPool:
+            raise DataError(None, "a cache-building worker process died (out of memory or killed); run again, or "
+                                  "with data.workers=1 to find the file") from None
+        finally:
+            # On an error the remaining jobs are dropped at once: no waiting for them, no orphan workers.
+            ex.shutdown(wait=True, cancel_futures=True)
     else:
         for job in jobs:
             i, err, hw = _fill(job)
@@ -211,6 +241,9 @@ def build(records: list[Record], resolution: int, classes: list[str], cache_root
                 bad[i] = err
             bar.update()
     bar.close()
+    if bad and len(bad) == len(records):
+        raise DataError(None, f"every one of the {len(records)} files failed to read (data.skip_bad=true skips "
+                              f"bad files, but none is left); first: {next(iter(bad.values()))}")
     if bad:
         print(f"[bonekit.cache] skipped {len(bad)} unreadable file(s) (data.skip_bad=true):")
         for e in list(bad.values())[:20]:

@@ -14,12 +14,23 @@ def phantom_spec(data: DictConfig) -> Spec:
 
 
 def resolve_root(data: DictConfig, split: str = "train") -> Path:
-    """The folder to read: ``data.root`` if set, else the phantom's ``split`` (``volumes`` when slices > 1)."""
+    """The folder of ``split`` (train | test): ``data.root`` / ``data.test_root`` when set, else the phantom's
+    split (its ``volumes/<split>`` when slices > 1). A split that does not exist is an error, never another
+    split's data under its name."""
+    from bonekit.errors import ConfigError
+
+    if split not in ("train", "test"):
+        raise ConfigError(f"split={split!r}: train | test")
     if data.root:
-        return Path(data.root)
+        if split == "train":
+            return Path(data.root)
+        if data.get("test_root"):
+            return Path(data.test_root)
+        raise ConfigError(f"split=test with data.root={data.root}: set data.test_root=<the test folder> (the "
+                          "training folder is not scored under the test split's name)")
     root = ensure(phantom_spec(data), data.cache_dir or None, workers=data.workers)
     if data.slices > 1:
         if not data.phantom.volumes:
             raise ValueError("data.slices > 1 needs volumes: set data.phantom.volumes=true (or a NIfTI data.root)")
-        return root / "volumes"
+        return root / "volumes" / split
     return root / split

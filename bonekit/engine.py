@@ -40,6 +40,20 @@ class EngineConfig:
     stop_at_step: int = 0  # stop after this step (split a run; resume=auto continues it)
 
 
+def check_config(cfg: EngineConfig, prefix: str) -> None:
+    """Values no run can use, refused before anything is written (``prefix``: ``loop`` or ``train``)."""
+    from bonekit.errors import ConfigError
+
+    for key in ("batch_size", "accumulate", "save_every", "log_every"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{prefix}.{key}={getattr(cfg, key)}: must be >= 1")
+    for key in ("steps", "warmup", "keep_checkpoints"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{prefix}.{key}={getattr(cfg, key)}: must be >= 0")
+    if cfg.lr <= 0:
+        raise ConfigError(f"{prefix}.lr={cfg.lr}: must be > 0")
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on weights with 2+ dimensions; none on biases and normalisation parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -66,6 +80,8 @@ def loader_workers(workers: int, device) -> int:
 
 def micro_batch_size(n_items: int, cfg: EngineConfig, accelerator) -> int:
     """The global micro-batch: ``batch_size``, or the largest split of a tiny label subset (with a note)."""
+    if cfg.batch_size < 1 or cfg.accumulate < 1:
+        raise ValueError(f"batch_size={cfg.batch_size} and accumulate={cfg.accumulate} must both be >= 1")
     micro = cfg.batch_size
     if n_items < micro:  # a tiny label subset: smaller batches rather than no training
         micro = n_items - n_items % accelerator.num_processes

@@ -90,8 +90,26 @@ def save_encoder(path: str | Path, encoder: nn.Module, name: str, in_channels: i
 def read_encoder_meta(path: str | Path) -> dict:
     from safetensors import safe_open
 
-    with safe_open(str(path), "pt") as f:
-        return dict(f.metadata() or {})
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except FileNotFoundError:
+        raise DataError(path, "file does not exist") from None
+    except Exception as e:  # noqa: BLE001  safetensors' errors never name the file
+        raise DataError(path, f"not a readable safetensors file ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _load_weights(path: str | Path) -> dict:
+    """safetensors -> state dict; a damaged file or non-finite weights are errors naming the file."""
+    try:
+        sd = load_file(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise DataError(path, f"not a readable safetensors file ({type(e).__name__}: {str(e)[:120]})") from None
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise DataError(path, f"{len(bad)} weight tensor(s) hold NaN or infinity (first: {bad[0]}): the run that "
+                              "wrote it diverged")
+    return sd
 
 
 def load_encoder(model: nn.Module, path: str | Path, encoder_name: str | None = None, in_channels: int | None = None) -> None:
@@ -107,7 +125,7 @@ def load_encoder(model: nn.Module, path: str | Path, encoder_name: str | None = 
         raise DataError(path, f"encoder is {meta.get('encoder')!r}, the model uses {encoder_name!r}")
     if in_channels and meta.get("in_channels") not in (None, str(in_channels)):
         raise DataError(path, f"encoder takes {meta.get('in_channels')} input channels, the model {in_channels}")
-    sd = load_file(str(path))
+    sd = _load_weights(path)
     try:
         encoder_of(model).load_state_dict(sd, strict=True)
     except RuntimeError as e:
@@ -162,14 +180,14 @@ def load_model(path: str | Path, classes: list[str] | None = None, in_channels: 
         raise DataError(path, f"checkpoint takes {meta['in_channels']} input channels, the data gives {in_channels}")
     model = make_segmenter(meta["arch"], meta["encoder"], int(meta["in_channels"]), len(meta["classes"]),
                            meta.get("decoder_channels") or None)
-    model.load_state_dict(load_file(str(path)), strict=True)
+    model.load_state_dict(_load_weights(path), strict=True)
     return model, meta
 
 
 def init_from_model(model: nn.Module, path: str | Path, out_index: list[int]) -> None:
     """Start ``model`` from a saved segmentation model (e.g. a generalist teacher): every weight copied, the
     output head keeping only the channels ``out_index`` (positions in the saved model's class list)."""
-    sd = load_file(str(path))
+    sd = _load_weights(path)
     own = model.state_dict()
     for k, v in sd.items():
         if k in own and own[k].shape != v.shape and v.shape[0] >= len(out_index) and own[k].shape[0] == len(out_index):

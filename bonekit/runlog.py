@@ -25,14 +25,78 @@ def make_run_dir(run_dir: str, stage: str, accelerator) -> Path:
     return path
 
 
+# Keys that may change between a run and its resumption (they say where and how far, not what is trained).
+RESUME_FREE = {"resume", "run_dir", "allow_changed", "loop.stop_at_step", "train.stop_at_step", "out_dir"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
 def start_run(cfg, stage: str, accelerator) -> Path:
-    """Make the run folder (the same on every process) and save the resolved config in it."""
+    """Make the run folder (the same on every process), lock it, and save the resolved config in it.
+
+    Nothing is lost: a folder another live run holds is refused; a folder holding checkpoints is refused unless
+    the run resumes (``resume=``); a resumed run with a changed config is refused, naming what changed, unless
+    ``allow_changed=true``."""
+    import os
+
+    from omegaconf import OmegaConf
+
     from bonekit import config
+    from bonekit.errors import ConfigError
 
     run_dir = make_run_dir(cfg.run_dir, stage, accelerator)
     if accelerator.is_main_process:
-        config.save(cfg, run_dir / "config.yaml")
+        lock = run_dir / ".lock"
+        if lock.is_file():
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except ValueError:
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise ConfigError(f"{run_dir} is in use by another run (process {pid}); wait for it or choose "
+                                  "another run_dir")
+        lock.write_text(str(os.getpid()))
+        import atexit
+
+        atexit.register(lambda: lock.unlink(missing_ok=True) if lock.is_file() and
+                        lock.read_text().strip() == str(os.getpid()) else None)
+        saved = run_dir / "config.yaml"
+        resuming = bool(cfg.get("resume"))
+        if not resuming and (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+            raise ConfigError(f"{run_dir} holds checkpoints of an earlier run: resume=auto continues it; delete the "
+                              "folder or choose another run_dir to start again (nothing is deleted for you)")
+        if resuming and saved.is_file() and not cfg.get("allow_changed", False):
+            old = _flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
+            new = _flat(config.to_dict(cfg))
+            changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                       if k not in RESUME_FREE and old.get(k) != new.get(k)]
+            if changed:
+                raise ConfigError(f"resume with a changed config ({len(changed)} key(s)): " + "; ".join(changed[:6])
+                                  + ". Use the old values, or allow_changed=true to continue anyway")
+        config.save(cfg, saved)
+    accelerator.wait_for_everyone()
     return run_dir
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunLog:

@@ -24,7 +24,10 @@ class SubmissionWriter:
         self.path = Path(path)
         self.classes = classes
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "w", newline="")
+        # Written to a temporary file and renamed only when complete: a failing run never replaces an existing
+        # submission with a partial one that looks valid.
+        self._tmp = self.path.with_name(f".{self.path.name}.partial")
+        self._f = open(self._tmp, "w", newline="")
         self._w = csv.writer(self._f)
         self._w.writerow(["image_name", "class", "rle"])
         self.n = 0
@@ -39,12 +42,20 @@ class SubmissionWriter:
 
     def close(self) -> None:
         self._f.close()
+        self._tmp.replace(self.path)  # atomic on one file system
+
+    def abort(self) -> None:
+        self._f.close()
+        self._tmp.unlink(missing_ok=True)
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write(path: str | Path, items: Iterable[tuple[str, np.ndarray]], classes: list[str] = HAND29) -> Path:

@@ -28,7 +28,7 @@ from bonekit.classes import GROUPINGS
 from bonekit.cli import run
 from bonekit.config import DataConfig, LabelsConfig
 from bonekit.datasets import CachedFrames
-from bonekit.engine import prepare_training
+from bonekit.engine import check_config, prepare_training
 from bonekit.loop import LoopConfig, fit
 from bonekit.losses import LOSSES
 from bonekit.models import (
@@ -79,6 +79,7 @@ class ExpertsConfig:
     precision: str = "auto"
     run_dir: str = ""
     resume: str = ""  # "" | auto | a run folder (or a checkpoint inside it): every model continues where it stopped
+    allow_changed: bool = False  # resume even though the config differs from the saved one
 
 
 def plan_experts(cfg, d, accelerator) -> tuple[list[dict], dict]:
@@ -182,6 +183,7 @@ def train_crop_experts(cfg, d, results: list[dict], run_dir: Path, accelerator) 
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(ExpertsConfig, sys.argv[1:] if argv is None else argv)
+    check_config(cfg.loop, "loop")
     config.check_choices(cfg, {**model_choices(), "loss": LOSSES, "precision": PRECISIONS,
                                "loop.optimizer": ["adamw", "sgd"]})
     config.check_choices(cfg, {"partition.by": ["bones", "shards"], "partition.groups": sorted(GROUPINGS),

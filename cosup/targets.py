@@ -66,6 +66,7 @@ def make_targets(manifest: Manifest, out_dir: Path, student_path: str = "", min_
         fr = pool[i : i + batch]
         x = torch.from_numpy(np.stack([cache.stack(f, slices // 2) for f in fr])).to(device).float().div(255)
         t = teachers.predict(x, shards[i : i + batch] if shards else None, frames=fr)
+        t = t.half().float()  # what is stored: every decision below sees the same values as the student will
         targets[i : i + len(fr)] = t.half().cpu().numpy()
         empty[i : i + len(fr)] = (t.amax((2, 3)) < 0.5).cpu().numpy()
         if student is not None:

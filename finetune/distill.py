@@ -26,7 +26,7 @@ from bonekit import checkpoint, config, metrics
 from bonekit.accel import PRECISIONS, make_accelerator
 from bonekit.cli import run
 from bonekit.config import DataConfig, LabelsConfig
-from bonekit.engine import prepare_training
+from bonekit.engine import check_config, prepare_training
 from bonekit.errors import ConfigError
 from bonekit.loop import LoopConfig, fit, validate
 from bonekit.losses import LOSSES
@@ -72,10 +72,12 @@ class DistillConfig:
     precision: str = "auto"
     run_dir: str = ""
     resume: str = ""  # "" | auto | a run folder (or a checkpoint inside it): every model continues where it stopped
+    allow_changed: bool = False  # resume even though the config differs from the saved one
 
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(DistillConfig, sys.argv[1:] if argv is None else argv)
+    check_config(cfg.loop, "loop")
     config.check_choices(cfg, {**model_choices(), "loss": LOSSES, "precision": PRECISIONS,
                                "loop.optimizer": ["adamw", "sgd"]})
     check_kd(cfg.kd)

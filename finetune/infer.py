@@ -71,8 +71,18 @@ class Predictor:
             p = Path(t)
             if not p.is_file():
                 raise DataError(p, "thresholds file does not exist")
-            doc = json.loads(p.read_text())
-            vals = [doc[c] for c in self.classes] if isinstance(doc, dict) else doc
+            try:
+                doc = json.loads(p.read_text())
+            except json.JSONDecodeError as e:
+                raise DataError(p, f"thresholds file is not valid JSON ({e})") from None
+            if isinstance(doc, dict):
+                missing = [c for c in self.classes if c not in doc]
+                if missing:
+                    raise DataError(p, f"thresholds file lacks {len(missing)} of the model's {k} classes "
+                                       f"(first: {missing[:3]})")
+                vals = [doc[c] for c in self.classes]
+            else:
+                vals = doc
         else:
             vals = list(t)
         if len(vals) != k:

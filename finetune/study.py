@@ -74,7 +74,7 @@ class StudyConfig:
     pretrain_args: list[str] = field(default_factory=list)  # extra key=value for selfsup/pretrain.py
     stage_args: list[str] = field(default_factory=list)  # extra key=value for every segmentation stage
     worst_k: int = 4
-    browser_check: bool = False  # open the report in headless Chromium after writing it
+    browser_check: bool = True  # open the report in headless Chromium (where installed) and save report.png
 
 
 def dotlist(prefix: str, node) -> list[str]:
@@ -224,9 +224,22 @@ class Study:
         html = write_report(self.out, rows, c)
         print(f"study: {len(rows)} cells -> {self.out / 'results.csv'}; report -> {html.resolve()}")
         if c.browser_check:
+            import shutil
+
             from finetune.report_html import browser_check
 
-            print(browser_check(html, self.out / "report.png"))
+            chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+            try:
+                import playwright  # noqa: F401
+            except ImportError:
+                chromium = None
+            if chromium:
+                res = browser_check(html, self.out / "report.png", chromium)
+                bad = res["broken"] or res["console_errors"]
+                print(f"browser check ({chromium}): {res['images']} images, "
+                      + (f"PROBLEMS: {res}" if bad else f"all loaded, no console error; screenshot {res['screenshot']}"))
+            else:
+                print("browser check skipped: no Chromium/playwright here (browser_check=false silences this)")
         return html
 
     def cell(self, method: str, frac: float, init: str, seed: int, ceiling: dict | None = None,

@@ -22,7 +22,7 @@ from bonekit.accel import PRECISIONS, make_accelerator
 from bonekit.cli import run
 from bonekit.config import DataConfig, LabelsConfig
 from bonekit.datasets import CachedFrames
-from bonekit.engine import prepare_training
+from bonekit.engine import check_config, prepare_training
 from bonekit.loop import LoopConfig, fit
 from bonekit.losses import LOSSES
 from bonekit.models import ModelConfig, build_segmenter, model_choices, model_meta
@@ -47,10 +47,12 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 on GPU) | bf16 | fp16 | no
     run_dir: str = ""  # "" -> runs/train/<timestamp>
     resume: str = ""  # "" | auto | a run folder (its newest checkpoint) | a checkpoint folder
+    allow_changed: bool = False  # resume even though the config differs from the saved one
 
 
 def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(TrainConfig, sys.argv[1:] if argv is None else argv)
+    check_config(cfg.loop, "loop")
     config.check_choices(cfg, {**model_choices(), "loss": LOSSES, "precision": PRECISIONS,
                                "loop.optimizer": ["adamw", "sgd"]})
     cfg.run_dir, resume_from = checkpoint.find_resume(cfg.resume, cfg.run_dir, "train")

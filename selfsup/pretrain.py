@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 
@@ -26,7 +27,13 @@ from bonekit.config import DataConfig
 from bonekit.data import resolve_root
 from bonekit.datasets import CachedFrames
 from bonekit.distributed import sync_batchnorm
-from bonekit.engine import EngineConfig, EpochLoader, optimizer_step, prepare_training
+from bonekit.engine import (
+    EngineConfig,
+    EpochLoader,
+    check_config,
+    optimizer_step,
+    prepare_training,
+)
 from bonekit.formats import discover
 from bonekit.models import make_encoder, save_encoder
 from bonekit.runlog import Progress, RunLog, start_run
@@ -43,6 +50,7 @@ class MethodConfig:
     out_dim: int = 128  # projection output width
     temperature: float = 0.2  # InfoNCE temperature (densecl, simclr, moco)
     dense_weight: float = 0.5  # DenseCL: share of the dense loss
+    dense_level: int = -3  # DenseCL: feature level of the dense loss (-1 deepest, stride 32; -3 stride 8: 12x12 at 96 px)
     momentum: float = 0.99  # EMA start for momentum encoders (cosine to 1.0)
 
 
@@ -56,7 +64,8 @@ class ProbeConfig:
 @dataclass
 class PretrainConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(resolution=128))
-    splits: list[str] = field(default_factory=lambda: ["train", "test"])  # phantom splits used (labels ignored)
+    splits: list[str] = field(default_factory=lambda: ["train"])  # splits read (labels ignored); add test knowingly
+    include_val: bool = False  # also pretrain on the validation fold's people (data.folds/data.fold)
     encoder: str = "resnet18"  # any timm encoder smp takes as tu-<name>
     method: MethodConfig = field(default_factory=MethodConfig)
     views: ViewConfig = field(default_factory=ViewConfig)
@@ -67,13 +76,20 @@ class PretrainConfig:
     compile: bool = False  # torch.compile the model
     run_dir: str = ""  # "" -> runs/pretrain/<timestamp>
     resume: str = ""  # "" | auto | a run folder (its newest checkpoint) | a checkpoint folder
+    allow_changed: bool = False  # resume even though the config differs from the saved one
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
 
 # ---------------------------------------------------------------------------------------------------- setup
-def load_frames(cfg, accelerator):
-    """Cache of every image under the data root(s), labels ignored. -> (Cache, slices)."""
+def load_frames(cfg, accelerator) -> tuple:
+    """Cache of the images to pretrain on (labels ignored) and the frames used -> (Cache, frame indices).
+
+    By default the validation fold's people and the test split stay out of pretraining, so the encoder has never
+    seen the images its downstream Dice is scored on; ``include_val=true`` / ``splits=[train,test]`` put them in,
+    and the run says so."""
     from omegaconf import OmegaConf
+
+    from bonekit.splits import train_val
 
     roots = [Path(cfg.data.root)] if cfg.data.root else []
     with accelerator.main_process_first():  # one process generates the phantom / builds the cache
@@ -83,7 +99,19 @@ def load_frames(cfg, accelerator):
         cache = build(records, cfg.data.resolution, list(OmegaConf.to_container(cfg.data.classes)),
                       cfg.data.cache_dir or None, workers=cfg.data.workers, skip_bad=cfg.data.skip_bad,
                       progress=accelerator.is_main_process)
-    return cache
+    frames = np.arange(len(cache))
+    if not cfg.include_val and len(set(cache.persons)) >= cfg.data.folds:
+        # the same person-grouped folds as every segmentation stage (bonekit.segdata.setup)
+        train_idx, val_idx = train_val(cache.persons, cfg.data.folds, cfg.data.fold, seed=0)
+        if "test" not in cfg.splits or cfg.data.root:
+            frames = np.sort(train_idx)
+        else:  # the test people form no folds of their own: drop the validation people only
+            val_people = {cache.persons[i] for i in val_idx}
+            frames = np.array([i for i in range(len(cache)) if cache.persons[i] not in val_people])
+    accelerator.print(f"pretraining data: {len(frames)} frames from {', '.join(map(str, roots))}; validation fold "
+                      f"{'INCLUDED (include_val=true)' if cfg.include_val else 'excluded'}; test split "
+                      f"{'INCLUDED' if 'test' in cfg.splits and not cfg.data.root else 'excluded'}")
+    return cache, frames
 
 
 def make_probe(cfg, accelerator):
@@ -98,7 +126,7 @@ def make_probe(cfg, accelerator):
 
     classes = list(OmegaConf.to_container(cfg.data.classes))
     with accelerator.main_process_first():
-        recs = discover(resolve_root(OmegaConf.merge(cfg.data, {"slices": 1}), "train"), labels="required")
+        recs = discover(resolve_root(cfg.data, "train"), labels="required")
         recs = recs[: 2 * cfg.probe.images]
         lab = build(recs, cfg.data.resolution, classes, cfg.data.cache_dir or None, workers=cfg.data.workers,
                     progress=False)
@@ -108,7 +136,7 @@ def make_probe(cfg, accelerator):
     def run(encoder) -> float:
         if not accelerator.is_main_process:
             return float("nan")
-        return probe(encoder, lab, train, test, len(classes), accelerator.device, cfg.probe.steps)
+        return probe(encoder, lab, train, test, len(classes), accelerator.device, cfg.probe.steps, cfg.data.slices)
 
     return run
 
@@ -126,6 +154,7 @@ def build_model(cfg, accelerator):
 def main(argv: list[str] | None = None) -> Path:
     # ---- set-up: config, accelerator, run folder, data, model
     cfg = config.load(PretrainConfig, sys.argv[1:] if argv is None else argv)
+    check_config(cfg.train, "train")
     config.check_choices(cfg, {"method.name": sorted(METHODS), "precision": PRECISIONS,
                                "train.optimizer": ["adamw", "sgd"]})
     cfg.run_dir, resume_from = checkpoint.find_resume(cfg.resume, cfg.run_dir, "pretrain")
@@ -134,7 +163,8 @@ def main(argv: list[str] | None = None) -> Path:
     if cfg.train.batch_size % accelerator.num_processes:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} must divide by {accelerator.num_processes} processes")
     run_dir = start_run(cfg, "pretrain", accelerator)
-    ds = CachedFrames(load_frames(cfg, accelerator), slices=cfg.data.slices, with_masks=False)
+    cache, frames = load_frames(cfg, accelerator)
+    ds = CachedFrames(cache, frames, slices=cfg.data.slices, with_masks=False)
     if len(ds) < cfg.train.batch_size:
         raise ValueError(f"{len(ds)} images cannot fill one batch of train.batch_size={cfg.train.batch_size}")
     model, opt = build_model(cfg, accelerator)

@@ -68,7 +68,10 @@ def launch(script: str, args: list[str], cache: Path, nproc: int = 1, timeout: i
     """
     import subprocess
 
-    env = {**os.environ, "BONEKIT_CACHE": str(cache), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # One thread per process, whatever the process count: 1-vs-2-process comparisons then differ only in how the
+    # batch is split (a different thread count alone reorders float sums by ~1e-5).
+    env = {**os.environ, "BONEKIT_CACHE": str(cache), "OMP_NUM_THREADS": "1", "BONEKIT_THREADS": "1",
+           "PYTHONUNBUFFERED": "1"}
     if nproc == 1:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / script), *args]

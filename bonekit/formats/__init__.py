@@ -31,11 +31,12 @@ def discover(root: str | Path, labels: str = "required") -> list[Record]:
         return competition.scan(root / "train", labels)
     if (root / "images").is_dir() and (root / "masks").is_dir() and labels != "ignore":
         return maskdir.scan(root)
-    if labels == "ignore":  # raw X-rays: radiographs (PNG/JPEG/TIFF/DICOM) and volumes (NIfTI), recursively
+    vols = sorted(p for p in root.glob("*.nii") if not p.name.endswith("_label.nii"))
+    paired = bool(vols) and any(v.with_name(v.name[:-4] + "_label.nii").is_file() for v in vols)
+    if labels == "ignore" and not paired:  # raw X-rays: radiographs (PNG/JPEG/TIFF/DICOM), volumes, recursively
         return [Record(p, None, person=p.parent.name, kind="volume" if kind_of(p) == "nifti" else "none")
                 for p in find_xrays(root) if not p.name.endswith("_label.nii")]
-    vols = sorted(p for p in root.glob("*.nii") if not p.name.endswith("_label.nii"))
-    if vols:  # phantom-style volumes: <name>.nii + <name>_label.nii (class words)
+    if vols:  # phantom-style volumes: <person>_<side>.nii + <person>_<side>_label.nii (class words)
         recs = []
         for v in vols:
             lab = v.with_name(v.name[:-4] + "_label.nii")

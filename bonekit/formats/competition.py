@@ -62,7 +62,7 @@ def scan(split: str | Path, labels: str = "required") -> list[Record]:
     dcm = split / "DCM"
     if not dcm.is_dir():
         raise DataError(split, "no DCM/ folder: not a competition split (expected DCM/IDxxx/*.png)")
-    images = sorted(p for p in dcm.rglob("*.png"))
+    images = sorted(p for p in dcm.rglob("*") if p.suffix.lower() == ".png" and p.is_file())  # .png and .PNG
     if not images:
         raise DataError(dcm, "empty data folder: no PNG images under DCM/")
     jroot = split / "outputs_json"
@@ -71,6 +71,8 @@ def scan(split: str | Path, labels: str = "required") -> list[Record]:
         rel = img.relative_to(dcm)
         person = rel.parts[0] if len(rel.parts) > 1 else img.stem
         js = jroot / rel.with_suffix(".json")
+        if not js.is_file() and (jroot / rel.with_suffix(".JSON")).is_file():
+            js = jroot / rel.with_suffix(".JSON")
         label: Path | None = js if js.is_file() else None
         if label is None and labels == "required":
             raise DataError(img, f"image has no annotation JSON (expected {js})")
@@ -108,15 +110,29 @@ def read_annotations(json_path: str | Path, classes: list[str] = HAND29) -> list
     if not isinstance(doc, dict) or "annotations" not in doc:
         raise DataError(json_path, "JSON has no 'annotations' key")
     lookup = {c: i for i, c in enumerate(classes)}
+    if not isinstance(doc["annotations"], list):
+        raise DataError(json_path, "'annotations' is not a list")
     out = []
+    seen: set[str] = set()
     for i, ann in enumerate(doc["annotations"]):
+        if not isinstance(ann, dict):
+            raise DataError(json_path, f"annotation {i} is a {type(ann).__name__}, not an object with label and points")
         label = ann.get("label")
         if label not in lookup:
             raise DataError(json_path, f"annotation {i}: unknown label {label!r} (known: {', '.join(classes)})")
-        pts = np.asarray(ann.get("points", []), dtype=np.int32)
+        if label in seen:  # two polygons for one bone would be merged silently
+            raise DataError(json_path, f"annotation {i}: label {label!r} appears twice in one image")
+        seen.add(label)
+        try:
+            pts = np.asarray(ann.get("points", []), dtype=np.float64)
+        except (ValueError, TypeError):
+            raise DataError(json_path, f"annotation {i} ({label}): points are not a list of numeric [x, y] pairs "
+                                       "(ragged or non-numeric)") from None
         if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3:
             raise DataError(json_path, f"annotation {i} ({label}): polygon needs at least 3 [x, y] points, got {pts.shape}")
-        out.append((lookup[label], pts))
+        if not np.isfinite(pts).all():
+            raise DataError(json_path, f"annotation {i} ({label}): points hold NaN or infinity")
+        out.append((lookup[label], np.rint(pts).astype(np.int32)))
     return out
 
 
@@ -124,7 +140,13 @@ def read_mask(json_path: str | Path, height: int, width: int, classes: list[str]
     """``bool [K, H, W]``: each polygon filled into its own channel, as the competition baseline does
     (``cv2.fillPoly`` into a fresh single-channel array), so overlapping bones keep both labels."""
     mask = np.zeros((len(classes), height, width), dtype=bool)
-    for c, pts in read_annotations(json_path, classes):
+    anns = read_annotations(json_path, classes)
+    if anns and height >= 64 and width >= 64:
+        hi = np.max([p.max(0) for _, p in anns], 0)  # (max x, max y) over every polygon
+        if hi[0] < width / 2 and hi[1] < height / 2:
+            raise DataError(json_path, f"every polygon lies in the top-left quarter of the {height}x{width} image "
+                                       f"(max x {hi[0]}, max y {hi[1]}): the image is larger than the one annotated")
+    for c, pts in anns:
         if (pts[:, 0] >= width + 1).any() or (pts[:, 1] >= height + 1).any() or (pts < -1).any():
             raise DataError(json_path, f"polygon of {classes[c]} lies outside the {height}x{width} image")
         layer = np.zeros((height, width), dtype=np.uint8)

@@ -6,7 +6,8 @@
 <out>/train/outputs_json/IDxxx/image<...>.json
 <out>/test/DCM/...                                 test IDs interleave with train IDs
 <out>/test/outputs_json/...                        the test labels, written beside so submissions can be scored
-<out>/volumes/IDxxx_<side>.nii, IDxxx_<side>_label.nii     (with volumes=True)
+<out>/volumes/<split>/IDxxx_<side>.nii, IDxxx_<side>_label.nii     (with volumes=True; per split, so no
+                                                                   test person reaches training)
 ```
 """
 
@@ -75,7 +76,7 @@ def _write_one(args: tuple[Spec, dict, str]) -> dict:
         hand, view, _, _ = make_hand(spec.seed, job["pid"], job["image"], job["side"], bent, spec.variation)
         view = view.at(spec.volume_size)
         mu, lab = voxelise(hand, view, len(HAND29))
-        write_volume(Path(out) / "volumes" / f"{job['person']}_{job['side']}", mu, lab, view.pix * 10)
+        write_volume(Path(out) / "volumes" / job["split"] / f"{job['person']}_{job['side']}", mu, lab, view.pix * 10)
     return {"name": job["name"], "bent": r.bent, "classes": len(polys)}
 
 

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 
 VERSION = 1
+VOLUME_LAYOUT = 2  # volumes/<split>/ (1: one volumes/ folder for every split, which leaked test people)
 WIDE_VERSION = 2  # bumped whenever the wide variation's draws change, so cached datasets are regenerated
 
 
@@ -26,6 +27,8 @@ class Spec:
 
     def key(self) -> str:
         d = asdict(self)
+        if d["volumes"]:
+            d["volume_layout"] = VOLUME_LAYOUT
         if d["variation"] == "classic":  # the key of a classic dataset predates the field: keep it
             del d["variation"]
         else:

@@ -66,7 +66,7 @@ def test_volume_projection_matches_radiograph():
 
 
 def test_volumes_load_through_the_cache(phantom, tmp_path):
-    recs = discover(phantom / "volumes")
+    recs = discover(phantom / "volumes" / "train") + discover(phantom / "volumes" / "test")
     assert len(recs) == 8 and recs[0].kind == "volume"
     c = cache.build(recs, 32, HAND29, tmp_path / "c", workers=1, progress=False)
     assert len(c) > 8 and len({f["image"] for f in c.frames}) == 8  # one frame per slice

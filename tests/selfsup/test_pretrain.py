@@ -82,8 +82,10 @@ def test_entry_script_resume_and_strict_smp_load(tmp_path):
 def test_two_processes_match_one(tmp_path):
     # SGD: Adam's normalised update turns float-rounding noise in near-zero gradients into lr-sized steps, so
     # weights are compared under SGD (losses would match under either).
+    # splits=[train,test], include_val: the data this tolerance was measured on (pretraining now leaves them out)
     one_vs_two_processes("selfsup/pretrain.py", ARGS + ["train.steps=2", "train.log_every=1", "method.name=simclr",
-                                                        "train.optimizer=sgd", "train.lr=0.05"],
+                                                        "train.optimizer=sgd", "train.lr=0.05", "splits=[train,test]",
+                                                        "include_val=true"],
                          tmp_path, "encoder.safetensors")
 
 
@@ -113,3 +115,29 @@ def test_transformer_encoder_path(method, tmp_path):
     unet = smp.Unet("tu-pvt_v2_b0", encoder_weights=None, in_channels=1, classes=29)
     load_encoder(unet, p, "pvt_v2_b0", 1)
     assert unet(torch.rand(2, 1, 64, 64)).shape == (2, 29, 64, 64)
+
+
+def test_dense_negatives_come_from_other_images_only():
+    """Other cells of the same radiograph (mostly similar background) are not negatives: with one image in the
+    batch the positive is the only candidate, so the loss is exactly 0; a second image brings negatives."""
+    from selfsup.methods.densecl import dense_infonce
+
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 16, 8), torch.randn(1, 16, 8)
+    assert dense_infonce(q, k, 0.2).item() == 0.0
+    q2, k2 = torch.randn(2, 16, 8), torch.randn(2, 16, 8)
+    assert dense_infonce(q2, k2, 0.2).item() > 0.1
+
+
+def test_densecl_dense_map_is_fine_enough():
+    """The dense loss sees at least 7x7 cells per view at the default view size (3x3 on the deepest map)."""
+    from bonekit.augment import ViewConfig
+    from bonekit.models import make_encoder
+    from selfsup.methods import METHODS
+    from selfsup.pretrain import MethodConfig
+
+    enc = make_encoder("resnet18", 1)
+    m = METHODS["densecl"](enc, enc.out_channels[-1], MethodConfig())
+    size = ViewConfig().size
+    _, flat, _, _ = m._query(torch.rand(2, 1, size, size))
+    assert flat.shape[1] >= 49
