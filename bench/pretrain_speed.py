@@ -18,12 +18,12 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import FixedBatch, TimedLoader, Timer  # noqa: E402
+from timing import FixedBatch, split_steps, time_steps  # noqa: E402
 
 from bonekit import config  # noqa: E402
 from bonekit.accel import make_accelerator  # noqa: E402
 from bonekit.datasets import CachedFrames  # noqa: E402
-from bonekit.engine import EpochLoader, optimizer_step  # noqa: E402
+from bonekit.engine import EpochLoader  # noqa: E402
 from bonekit.runlog import start_run  # noqa: E402
 from selfsup.pretrain import PretrainConfig, build_model, load_frames  # noqa: E402  (set-up pieces, not main)
 from selfsup.step import ViewPair, method_loss  # noqa: E402
@@ -31,8 +31,8 @@ from selfsup.step import ViewPair, method_loss  # noqa: E402
 
 def main(argv: list[str] | None = None) -> str:
     argv = sys.argv[1:] if argv is None else argv
-    n = int(next((a.split("=", 1)[1] for a in argv if a.startswith("steps=")), 10))
-    cfg = config.load(PretrainConfig, [a for a in argv if not a.startswith("steps=")])
+    n, argv = split_steps(argv)
+    cfg = config.load(PretrainConfig, argv)
     accelerator = make_accelerator(cfg.precision)
     set_seed(cfg.train.seed)
     run_dir = start_run(cfg, "bench-pretrain", accelerator)
@@ -41,15 +41,9 @@ def main(argv: list[str] | None = None) -> str:
     model, opt = build_model(cfg, accelerator)
     dev = accelerator.device
     views = ViewPair(OmegaConf.to_object(cfg.views), cfg.train.seed, dev, dev.type == "cuda" and cfg.channels_last)
-    tcfg = OmegaConf.merge(cfg.train, {"steps": 10**6, "warmup": 0})  # a flat schedule: timing only
 
     def timed(loader, fn) -> tuple[float, float]:
-        optimizer_step(accelerator, model, opt, loader, tcfg, 0, fn)  # warm-up (allocations, autotune, compile)
-        with Timer(dev) as t:
-            tl = TimedLoader(loader, t)
-            for i in range(n):
-                optimizer_step(accelerator, model, opt, tl, tcfg, i, fn)
-        return n * cfg.train.batch_size / t.seconds, t.waited / t.seconds
+        return time_steps(accelerator, model, opt, loader, cfg.train, n, fn, cfg.train.batch_size)
 
     real = EpochLoader(accelerator, ds, cfg.train.batch_size, cfg.train.seed, cfg.train.workers)
     e2e, wait = timed(real, lambda batch, epoch: method_loss(accelerator, model, *views(batch, epoch)))

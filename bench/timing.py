@@ -53,3 +53,24 @@ class TimedLoader:
         out = self.loader.next()
         self.timer.data_ready()
         return out
+
+
+def split_steps(argv: list[str], default: int = 10) -> tuple[int, list[str]]:
+    """``steps=N`` (timed steps) out of a stage's ``key=value`` arguments -> (N, the rest)."""
+    n = int(next((a.split("=", 1)[1] for a in argv if a.startswith("steps=")), default))
+    return n, [a for a in argv if not a.startswith("steps=")]
+
+
+def time_steps(accelerator, model, opt, loader, engine_cfg, n: int, loss_of, batch_size: int) -> tuple[float, float]:
+    """Images/s and data-wait share of ``n`` engine steps (after one warm-up step), on a flat schedule."""
+    from omegaconf import OmegaConf
+
+    from bonekit.engine import optimizer_step
+
+    flat = OmegaConf.merge(engine_cfg, {"steps": 10**6, "warmup": 0})  # a flat schedule: timing only
+    optimizer_step(accelerator, model, opt, loader, flat, 0, loss_of)  # warm-up (allocations, autotune, compile)
+    with Timer(accelerator.device) as t:
+        tl = TimedLoader(loader, t)
+        for i in range(n):
+            optimizer_step(accelerator, model, opt, tl, flat, i, loss_of)
+    return n * batch_size / t.seconds, t.waited / t.seconds

@@ -23,13 +23,13 @@ from torch.utils.data import DataLoader, Dataset
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import FixedBatch, TimedLoader, Timer  # noqa: E402
+from timing import FixedBatch, split_steps, time_steps  # noqa: E402
 
 from bonekit import config  # noqa: E402
 from bonekit.accel import make_accelerator  # noqa: E402
 from bonekit.cache import resize_image, resize_nearest  # noqa: E402
 from bonekit.datasets import CachedFrames  # noqa: E402
-from bonekit.engine import EpochLoader, optimizer_step, prepare_training  # noqa: E402
+from bonekit.engine import EpochLoader, prepare_training  # noqa: E402
 from bonekit.formats import competition  # noqa: E402
 from bonekit.maskbits import pack  # noqa: E402
 from bonekit.models import build_segmenter  # noqa: E402
@@ -62,8 +62,8 @@ class NaiveFrames(Dataset):
 
 def main(argv: list[str] | None = None) -> str:
     argv = sys.argv[1:] if argv is None else argv
-    n = int(next((a.split("=", 1)[1] for a in argv if a.startswith("steps=")), 10))
-    cfg = config.load(TrainConfig, [a for a in argv if not a.startswith("steps=")])
+    n, argv = split_steps(argv)
+    cfg = config.load(TrainConfig, argv)
     accelerator = make_accelerator(cfg.precision)
     set_seed(cfg.loop.seed)
     run_dir = start_run(cfg, "bench-train", accelerator)
@@ -75,7 +75,6 @@ def main(argv: list[str] | None = None) -> str:
                                   cfg.loop, cfg.loop.channels_last, cfg.loop.compile)
     dev = accelerator.device
     b = cfg.loop.batch_size
-    lcfg = OmegaConf.merge(cfg.loop, {"steps": 10**6, "warmup": 0})  # a flat schedule: timing only
 
     def loss_of(batch, epoch, ready=None):
         x, t = ready if ready is not None else task.inputs(batch, [(0, epoch, int(j)) for j in batch["index"].tolist()], 0)
@@ -85,12 +84,7 @@ def main(argv: list[str] | None = None) -> str:
             return task.loss(model(x), t, 0)
 
     def timed(loader, fn) -> tuple[float, float]:
-        optimizer_step(accelerator, model, opt, loader, lcfg, 0, fn)  # warm-up (allocations, autotune, compile)
-        with Timer(dev) as t:
-            tl = TimedLoader(loader, t)
-            for i in range(n):
-                optimizer_step(accelerator, model, opt, tl, lcfg, i, fn)
-        return n * b / t.seconds, t.waited / t.seconds
+        return time_steps(accelerator, model, opt, loader, cfg.loop, n, fn, b)
 
     real = EpochLoader(accelerator, train_ds, b, cfg.loop.seed, cfg.loop.workers)
     e2e, wait = timed(real, loss_of)
