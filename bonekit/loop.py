@@ -142,7 +142,8 @@ def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, 
         if cuda and cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with accelerator.autocast():
-            logits = model(x)
+            # A task may run the forward pass itself (distillation: labelled and pool parts apart, kd.separate_bn)
+            logits = task.forward(model, x, targets) if hasattr(task, "forward") else model(x)
         return task.loss(logits, targets, step)
 
     model.train()

@@ -50,6 +50,7 @@ class KDConfig:
     rampup: float = 0.0  # share of the steps over which the pool weight rises from 0 (sigmoid-shaped)
     ema: float = 0.0  # mean teacher: EMA momentum of a teacher that labels the pool online (0: stored targets)
     strong: bool = False  # strong views (intensity, Cutout, CutMix) for the student on pool images
+    separate_bn: bool = False  # labelled and pool images in separate forward passes (batch-norm statistics apart)
     denoise: bool = True  # from round 1 on: keep the targets the previous student finds most plausible
     min_keep: float = 0.5  # the smallest share of pool targets kept per bone when denoising
 
@@ -221,6 +222,17 @@ class DistillTask:
                 x, y, ignore = x.clone(), y.clone(), ignore.clone()
                 x[pool], y[pool], ignore[pool] = xs, ys, igs
         return x, {"y": y, "ignore": ignore, "labelled": lab}
+
+    def forward(self, model, x: torch.Tensor, targets: dict) -> torch.Tensor:
+        """The student's logits; with ``kd.separate_bn`` the labelled and the pool part of the batch go through
+        the model apart, so batch-norm statistics of one part never normalise the other."""
+        lab = targets["labelled"]
+        if not self.kd.separate_bn or lab.all() or not lab.any():
+            return model(x)
+        out_l, out_p = model(x[lab]), model(x[~lab])
+        logits = out_l.new_empty((x.shape[0], *out_l.shape[1:]))
+        logits[lab], logits[~lab] = out_l, out_p
+        return logits
 
     def alpha(self, step: int) -> float:
         warm = max(1, int(self.kd.alpha_warmup * self.steps))
