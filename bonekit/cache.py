@@ -139,11 +139,12 @@ def _frames_of(rec: Record) -> int:
     return 1
 
 
-def _fill(job: tuple) -> tuple[int, str | None, tuple[int, int]]:
+def _fill(job: tuple) -> tuple[int, str | None, tuple[int, int], list[int]]:
     """Worker: read one record, resize, write its frame(s) into the memmaps.
 
-    Returns (record index, error or None, native (height, width))."""
+    Returns (record index, error or None, native (height, width), classes its label lacks)."""
     i, rec, start, root, n, r, classes, has_masks, skip_bad = job
+    missing: list[int] = []
     try:
         images = np.memmap(root / "images.u8", dtype=np.uint8, mode="r+", shape=(n, r, r))
         w = math.ceil(len(classes) / 32)
@@ -168,14 +169,15 @@ def _fill(job: tuple) -> tuple[int, str | None, tuple[int, int]]:
                 m = load_mask(rec, img.shape[0], img.shape[1], classes)
                 if m is not None:
                     masks[start] = resize_nearest(pack(m), r)
+                    missing = [c for c in range(m.shape[0]) if not m[c].any()]
         images.flush()
         if masks is not None:
             masks.flush()
-        return i, None, (int(size[0]), int(size[1]))
+        return i, None, (int(size[0]), int(size[1])), missing
     except Exception as e:  # noqa: BLE001  any failure of one file is reported as that file's error
         err = e if isinstance(e, DataError) else DataError(rec.image, f"cannot read ({type(e).__name__}: {e})")
         if skip_bad:
-            return i, str(err), (0, 0)
+            return i, str(err), (0, 0), []
         raise err from None
 
 
@@ -216,14 +218,17 @@ def _build_into(tmp: Path, root: Path, records: list[Record], resolution: int, c
     jobs = [(i, r, int(starts[i]), tmp, n, resolution, classes, has_masks, skip_bad) for i, r in enumerate(records)]
     bad: dict[int, str] = {}
     sizes: dict[int, tuple[int, int]] = {}
+    lacking: dict[int, list[int]] = {}  # labelled images whose label lacks some classes
     bar = tqdm(total=len(jobs), desc=f"cache {resolution}px", unit="img", disable=not progress)
     if workers > 1 and len(jobs) > 1:
         from concurrent.futures.process import BrokenProcessPool
 
         ex = ProcessPoolExecutor(workers)
         try:
-            for i, err, hw in ex.map(_fill, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
+            for i, err, hw, miss in ex.map(_fill, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                 sizes[i] = hw
+                if miss:
+                    lacking[i] = miss
                 if err:
                     bad[i] = err
                 bar.update()
@@ -235,8 +240,10 @@ def _build_into(tmp: Path, root: Path, records: list[Record], resolution: int, c
             ex.shutdown(wait=True, cancel_futures=True)
     else:
         for job in jobs:
-            i, err, hw = _fill(job)
+            i, err, hw, miss = _fill(job)
             sizes[i] = hw
+            if miss:
+                lacking[i] = miss
             if err:
                 bad[i] = err
             bar.update()
@@ -244,6 +251,10 @@ def _build_into(tmp: Path, root: Path, records: list[Record], resolution: int, c
     if bad and len(bad) == len(records):
         raise DataError(None, f"every one of the {len(records)} files failed to read (data.skip_bad=true skips "
                               f"bad files, but none is left); first: {next(iter(bad.values()))}")
+    if lacking:  # not an error (a bone can be out of the field), but never silent: an empty mask is a claim
+        i0, miss = next(iter(lacking.items()))
+        print(f"[bonekit.cache] note: {len(lacking)} of {len(records)} labelled images lack some bones, which train "
+              f"as 'no bone here' (first: {records[i0].label}: {[classes[c] for c in miss][:5]})")
     if bad:
         print(f"[bonekit.cache] skipped {len(bad)} unreadable file(s) (data.skip_bad=true):")
         for e in list(bad.values())[:20]:

@@ -107,3 +107,21 @@ def pgr_of_means(student: float, teacher: float, ceiling: float, min_gap: float 
     by more than ``min_gap``. The one implementation that distill's report, the study and its report call."""
     v = float(pgr([student], [teacher], [ceiling], min_gap)[0])
     return None if np.isnan(v) else v
+
+
+def per_bone_markdown(rows: dict[str, "np.ndarray | list[float]"], classes: list[str], digits: int = 4) -> list[str]:
+    """The one per-bone table: a markdown row per model (name, mean over bones, Dice per bone; NaN left empty).
+    One model is written transposed (a row per bone), which reads better."""
+    def cell(x):
+        return "" if x is None or np.isnan(x) else f"{x:.{digits}f}"
+
+    if len(rows) == 1:
+        (name, v), = rows.items()
+        v = np.asarray(v, dtype=np.float64)
+        return (["| bone | Dice |", "|---|---|"] + [f"| {c} | {cell(x)} |" for c, x in zip(classes, v)]
+                + [f"| **mean** | **{np.nanmean(v):.{digits}f}** |"])
+    out = ["| model | mean | " + " | ".join(classes) + " |", "|---" * (len(classes) + 2) + "|"]
+    for name, v in rows.items():
+        v = np.asarray(v, dtype=np.float64)
+        out.append(f"| {name} | {np.nanmean(v):.{digits}f} | " + " | ".join(cell(x) for x in v) + " |")
+    return out

@@ -192,14 +192,12 @@ def report(cfg, manifest, d, student_path: str, run_dir: Path, accelerator) -> N
         if pgr is not None:
             # The "mean" column of the PGR row is the PGR of the mean Dice (robust); per bone where the gap > 0.05.
             w.writerow(["PGR", "" if pgr_of_means is None else f"{pgr_of_means:.4f}"] + [("" if np.isnan(x) else f"{x:.4f}") for x in pgr])
-    head = ["| model | mean | " + " | ".join(d.classes) + " |", "|---" * (k + 2) + "|"]
-    lines = [f"| {n} | {np.nanmean(v):.4f} | " + " | ".join("" if np.isnan(x) else f"{x:.3f}" for x in v) + " |"
-             for n, v in rows.items()]
+    lines = metrics.per_bone_markdown(rows, d.classes, digits=3)
     if pgr is not None:
         pm = "undefined" if pgr_of_means is None else f"{pgr_of_means:.3f}"
         lines.append(f"| PGR (of the means; per bone where ceiling - teacher > 0.05) | {pm} | "
                      + " | ".join("" if np.isnan(x) else f"{x:.2f}" for x in pgr) + " |")
-    (run_dir / "report.md").write_text("\n".join(head + lines) + "\n")
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
     for n, v in rows.items():
         print(f"{n:24s} mean Dice {np.nanmean(v):.4f}")
     if pgr is not None:

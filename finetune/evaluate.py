@@ -32,7 +32,7 @@ from bonekit.data import resolve_root
 from bonekit.datasets import PairedFrames
 from bonekit.formats import discover
 from bonekit.maskbits import unpack
-from bonekit.metrics import counts, dice_from_counts, format_per_class
+from bonekit.metrics import counts, dice_from_counts, format_per_class, per_bone_markdown
 from bonekit.models import pick_device
 from bonekit.segdata import setup
 from finetune.infer import Predictor, load_config
@@ -166,8 +166,7 @@ def write_tables(out: Path, names, per_class, dice, names_img) -> None:
         w = csv.writer(f)
         w.writerow(["class", "dice"])
         w.writerows([[n, f"{d:.6f}"] for n, d in zip(names, per_class)])
-    md = ["| bone | Dice |", "|---|---|"] + [f"| {n} | {d:.4f} |" for n, d in zip(names, per_class)]
-    md.append(f"| **mean** | **{per_class.mean():.4f}** |")
+    md = per_bone_markdown({"model": per_class}, list(names))
     (out / "per_bone.md").write_text("\n".join(md) + "\n")
     with open(out / "per_image.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -368,3 +368,14 @@ def test_cli_bad_image_exits_nonzero_naming_the_file(tmp_path):
 def test_cli_help_exits_zero(tmp_path):
     p = _launch(["--help"], tmp_path)
     assert p.returncode == 0 and "loop.steps" in p.stdout and "[loop]" in p.stdout
+
+
+def test_a_missing_bone_is_never_silent(tmp_path, capsys):
+    split = _split(tmp_path)
+    js = _first_json(split)
+    doc = json.loads(js.read_text())
+    doc["annotations"] = [a for a in doc["annotations"] if a["label"] != "Pisiform"]
+    js.write_text(json.dumps(doc))
+    _build(split, tmp_path, workers=1)
+    out = capsys.readouterr().out
+    assert "lack some bones" in out and js.name in out and "Pisiform" in out
