@@ -99,10 +99,15 @@ def main(argv: list[str] | None = None) -> str:
 
     def data_only(ds, m=3):
         """Data side alone, one process (no workers): what one core spends to produce a batch."""
-        it = iter(DataLoader(ds, batch_size=b, shuffle=True, drop_last=True, num_workers=0))
-        next(it)
-        t0 = time.perf_counter()
-        got = sum(len(next(it)["index"]) for _ in range(m))
+        dl = DataLoader(ds, batch_size=b, shuffle=True, drop_last=True, num_workers=0)
+        next(iter(dl))  # warm-up
+        t0, got, it = time.perf_counter(), 0, iter(dl)
+        for _ in range(m):
+            try:
+                got += len(next(it)["index"])
+            except StopIteration:  # a tiny data set: start another pass
+                it = iter(dl)
+                got += len(next(it)["index"])
         return got / (time.perf_counter() - t0)
 
     msg = (f"bench train {cfg.model.arch}/{cfg.model.encoder} {cfg.data.resolution}px batch {b} on {dev} "
