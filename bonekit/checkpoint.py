@@ -68,6 +68,12 @@ def _run_of(p: Path) -> Path | None:
     return None
 
 
+def stage_runs(stage: str) -> list[Path]:
+    """``runs/<stage>/*`` run folders, oldest first (for ``resume=auto`` without ``run_dir``)."""
+    base = Path("runs", stage)
+    return sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []
+
+
 def find_resume(resume: str, run_dir: str, stage: str) -> tuple[str, Path | None]:
     """What ``resume`` means, the same in every stage:
 
@@ -89,8 +95,7 @@ def find_resume(resume: str, run_dir: str, stage: str) -> tuple[str, Path | None
                                 "(no config.yaml)")
     if run_dir:
         return run_dir, latest(run_dir)
-    runs = sorted(Path("runs", stage).glob("*")) if Path("runs", stage).is_dir() else []
-    for r in reversed(runs):
+    for r in reversed(stage_runs(stage)):
         if latest(r):
             return str(r), latest(r)
     return run_dir, None
@@ -105,7 +110,7 @@ def find_resume_run(resume: str, run_dir: str, stage: str) -> str:
     if resume == "auto":
         if run_dir:
             return run_dir
-        runs = sorted(p for p in Path("runs", stage).glob("*") if p.is_dir()) if Path("runs", stage).is_dir() else []
+        runs = stage_runs(stage)
         return str(runs[-1]) if runs else ""
     run = _run_of(Path(resume))
     if run is None:

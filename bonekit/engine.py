@@ -61,6 +61,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
+OPTIMIZERS = ("adamw", "sgd")
+
+
 def make_optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
     """``adamw`` or ``sgd`` (momentum 0.9, Nesterov). The learning rate is set every step by the schedule."""
     if name == "adamw":

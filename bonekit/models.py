@@ -198,6 +198,12 @@ def init_from_model(model: nn.Module, path: str | Path, out_index: list[int]) ->
         raise DataError(path, f"weights do not fit the expert's model: {str(e).splitlines()[0]}") from None
 
 
-def model_choices(prefix: str = "model") -> dict[str, list[str]]:
-    """The fixed-choice keys of a segmentation stage's model, for :func:`bonekit.config.check_choices`."""
-    return {f"{prefix}.arch": sorted(ARCHS)}
+def segmentation_choices(prefix: str = "loop") -> dict[str, list[str]]:
+    """The fixed-choice keys every segmentation stage shares (model, loss, precision, optimizer), for
+    :func:`bonekit.config.check_choices` before anything is written."""
+    from bonekit.accel import PRECISIONS
+    from bonekit.engine import OPTIMIZERS
+    from bonekit.losses import LOSSES
+
+    return {"model.arch": sorted(ARCHS), "loss": list(LOSSES), "precision": list(PRECISIONS),
+            f"{prefix}.optimizer": list(OPTIMIZERS)}

@@ -23,23 +23,22 @@ from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 
 from bonekit import checkpoint, config
-from bonekit.accel import PRECISIONS, make_accelerator
+from bonekit.accel import make_accelerator
 from bonekit.classes import GROUPINGS
 from bonekit.cli import run
 from bonekit.config import DataConfig, LabelsConfig
 from bonekit.datasets import CachedFrames
 from bonekit.engine import check_config, prepare_training
 from bonekit.loop import LoopConfig, fit
-from bonekit.losses import LOSSES
 from bonekit.models import (
     ModelConfig,
     build_segmenter,
     init_from_model,
     load_encoder,
     make_encoder,
-    model_choices,
     model_meta,
     read_model_meta,
+    segmentation_choices,
 )
 from bonekit.runlog import start_run
 from bonekit.seg_augment import SegAugConfig
@@ -184,8 +183,7 @@ def train_crop_experts(cfg, d, results: list[dict], run_dir: Path, accelerator) 
 def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(ExpertsConfig, sys.argv[1:] if argv is None else argv)
     check_config(cfg.loop, "loop")
-    config.check_choices(cfg, {**model_choices(), "loss": LOSSES, "precision": PRECISIONS,
-                               "loop.optimizer": ["adamw", "sgd"]})
+    config.check_choices(cfg, segmentation_choices())
     config.check_choices(cfg, {"partition.by": ["bones", "shards"], "partition.groups": sorted(GROUPINGS),
                                "partition.shards": ["kmeans", "hierarchical", "meta"],
                                "partition.meta_field": ["sex", "age", "side"]})

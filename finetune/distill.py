@@ -23,20 +23,19 @@ from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 
 from bonekit import checkpoint, config, metrics
-from bonekit.accel import PRECISIONS, make_accelerator
+from bonekit.accel import make_accelerator
 from bonekit.cli import run
 from bonekit.config import DataConfig, LabelsConfig
 from bonekit.engine import check_config, prepare_training
 from bonekit.errors import ConfigError
 from bonekit.loop import LoopConfig, fit, validate
-from bonekit.losses import LOSSES
 from bonekit.metrics import summarise
 from bonekit.models import (
     ModelConfig,
     build_segmenter,
     load_model,
-    model_choices,
     model_meta,
+    segmentation_choices,
 )
 from bonekit.runlog import start_run
 from bonekit.seg_augment import SegAugConfig
@@ -78,8 +77,7 @@ class DistillConfig:
 def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(DistillConfig, sys.argv[1:] if argv is None else argv)
     check_config(cfg.loop, "loop")
-    config.check_choices(cfg, {**model_choices(), "loss": LOSSES, "precision": PRECISIONS,
-                               "loop.optimizer": ["adamw", "sgd"]})
+    config.check_choices(cfg, segmentation_choices())
     check_kd(cfg.kd)
     manifest = None
     if cfg.experts:

@@ -32,7 +32,12 @@ from bonekit.data import resolve_root
 from bonekit.datasets import PairedFrames
 from bonekit.formats import discover
 from bonekit.maskbits import unpack
-from bonekit.metrics import counts, dice_from_counts, format_per_class, per_bone_markdown
+from bonekit.metrics import (
+    counts,
+    dice_from_counts,
+    format_per_class,
+    per_bone_markdown,
+)
 from bonekit.models import pick_device
 from bonekit.segdata import setup
 from finetune.infer import Predictor, load_config

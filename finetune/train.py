@@ -18,14 +18,18 @@ from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 
 from bonekit import checkpoint, config
-from bonekit.accel import PRECISIONS, make_accelerator
+from bonekit.accel import make_accelerator
 from bonekit.cli import run
 from bonekit.config import DataConfig, LabelsConfig
 from bonekit.datasets import CachedFrames
 from bonekit.engine import check_config, prepare_training
 from bonekit.loop import LoopConfig, fit
-from bonekit.losses import LOSSES
-from bonekit.models import ModelConfig, build_segmenter, model_choices, model_meta
+from bonekit.models import (
+    ModelConfig,
+    build_segmenter,
+    model_meta,
+    segmentation_choices,
+)
 from bonekit.runlog import start_run
 from bonekit.seg_augment import SegAugConfig
 from bonekit.segdata import setup
@@ -53,8 +57,7 @@ class TrainConfig:
 def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(TrainConfig, sys.argv[1:] if argv is None else argv)
     check_config(cfg.loop, "loop")
-    config.check_choices(cfg, {**model_choices(), "loss": LOSSES, "precision": PRECISIONS,
-                               "loop.optimizer": ["adamw", "sgd"]})
+    config.check_choices(cfg, segmentation_choices())
     cfg.run_dir, resume_from = checkpoint.find_resume(cfg.resume, cfg.run_dir, "train")
     accelerator = make_accelerator(cfg.precision)
     set_seed(cfg.loop.seed)

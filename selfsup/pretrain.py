@@ -28,6 +28,7 @@ from bonekit.data import resolve_root
 from bonekit.datasets import CachedFrames
 from bonekit.distributed import sync_batchnorm
 from bonekit.engine import (
+    OPTIMIZERS,
     EngineConfig,
     EpochLoader,
     check_config,
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(PretrainConfig, sys.argv[1:] if argv is None else argv)
     check_config(cfg.train, "train")
     config.check_choices(cfg, {"method.name": sorted(METHODS), "precision": PRECISIONS,
-                               "train.optimizer": ["adamw", "sgd"]})
+                               "train.optimizer": list(OPTIMIZERS)})
     cfg.run_dir, resume_from = checkpoint.find_resume(cfg.resume, cfg.run_dir, "pretrain")
     accelerator = make_accelerator(cfg.precision)
     set_seed(cfg.train.seed)

@@ -13,13 +13,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, make_competition
 
 from bonekit import cache as C
 from bonekit import config
 from bonekit.classes import HAND29
 from bonekit.errors import ConfigError, DataError
 from bonekit.formats import competition, discover
-from conftest import ROOT, make_competition
 
 ANN = lambda label, pts: {"label": label, "points": pts}  # noqa: E731
 TRI = [[2, 2], [40, 2], [40, 40]]
@@ -262,14 +262,12 @@ def test_config_errors_name_the_key(argv, match):
     ("precision", "fp64", "precision"),
 ])
 def test_choices_are_checked(key, value, match):
-    from bonekit.losses import LOSSES
-    from bonekit.accel import PRECISIONS
-    from bonekit.models import model_choices
+    from bonekit.models import segmentation_choices
     from finetune.train import TrainConfig
 
     cfg = config.load(TrainConfig, [f"{key}={value}"])
     with pytest.raises(ConfigError, match=match):
-        config.check_choices(cfg, {**model_choices(), "loss": LOSSES, "precision": PRECISIONS})
+        config.check_choices(cfg, segmentation_choices())
 
 
 @pytest.mark.parametrize("key, value", [("batch_size", 0), ("accumulate", 0), ("lr", 0.0), ("steps", -1)])

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from bonekit import config
-from conftest import ROOT
 
 STAGES = {
     "pretrain.yaml": ("selfsup.pretrain", "PretrainConfig"),

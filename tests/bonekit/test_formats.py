@@ -3,11 +3,11 @@ import json
 import cv2
 import numpy as np
 import pytest
+from tests_helpers import baseline_label  # noqa: F401  (see conftest: the competition baseline rasteriser)
 
 from bonekit.classes import HAND29
 from bonekit.errors import DataError
 from bonekit.formats import coco, competition, discover, maskdir
-from tests_helpers import baseline_label  # noqa: F401  (see conftest: the competition baseline rasteriser)
 
 
 def test_scan_quirks(comp_dir):

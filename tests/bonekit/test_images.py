@@ -10,7 +10,11 @@ from bonekit.formats.images import find_xrays, read_dicom, read_raster, read_xra
 
 def _dicom(path, arr, photometric="MONOCHROME2", slope=1.0, intercept=0.0, window=None):
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        SecondaryCaptureImageStorage,
+        generate_uid,
+    )
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage

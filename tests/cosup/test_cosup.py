@@ -11,6 +11,7 @@ from torch import nn
 from cosup import partition as P
 from cosup.teachers import Teachers
 
+
 def test_experts_own_their_bones(experts):
     tmp, _ = experts
     m = json.loads((tmp / "experts" / "experts.json").read_text())

@@ -2,16 +2,15 @@
 losses, PGR arithmetic, the pool's ground truth hidden from the student."""
 
 import numpy as np
-import torch
-from safetensors.torch import load_file
-
 import pytest
+import torch
+from conftest import launch
+from safetensors.torch import load_file
 
 from bonekit.errors import ConfigError
 from bonekit.losses import confidence, kd_binary, segmentation_loss
 from bonekit.metrics import pgr
 from bonekit.seg_augment import SegAugConfig
-from conftest import launch
 from cosup.targets import agreement, select_targets
 from finetune.distill_task import DistillTask, KDConfig, pool_ignore
 
@@ -63,10 +62,11 @@ def test_pgr_arithmetic():
 
 def test_pool_images_never_carry_ground_truth(tmp_path):
     """The cache holds labels for every training image: distillation must hide the pool's."""
+    from conftest import make_competition
+
     from bonekit import cache as C
     from bonekit.classes import HAND29
     from bonekit.formats import discover
-    from conftest import make_competition
     from finetune.distill_task import DistillFrames
 
     c = C.build(discover(make_competition(tmp_path / "train", people=2, size=32)), 16, HAND29, tmp_path / "c",

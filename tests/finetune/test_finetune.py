@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY, launch, one_vs_two_processes
 from safetensors.torch import load_file
 
 from bonekit import rle
@@ -14,7 +15,6 @@ from bonekit.errors import DataError
 from bonekit.formats import competition
 from bonekit.losses import bce, channel_wise, kd_binary, segmentation_loss, soft_dice
 from bonekit.models import load_model, make_segmenter, save_model
-from conftest import TINY, launch, one_vs_two_processes
 from finetune.infer import Predictor
 
 ARGS = TINY + ["data.folds=2", "loop.batch_size=2", "loop.workers=0", "loop.val_batch_size=2", "model.encoder=resnet18",

@@ -6,7 +6,6 @@ import json
 import shutil
 
 import pytest
-
 from conftest import ROOT, launch
 
 TINY_STUDY = ["data.phantom.people=6", "data.phantom.test_people=1", "data.phantom.size=96", "data.resolution=64",

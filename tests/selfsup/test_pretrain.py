@@ -6,12 +6,12 @@ import csv
 import pytest
 import segmentation_models_pytorch as smp
 import torch
+from conftest import TINY, launch, one_vs_two_processes
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from bonekit.augment import ViewConfig, make_views
 from bonekit.models import load_encoder, make_encoder
-from conftest import TINY, launch, one_vs_two_processes
 from selfsup.methods import METHODS
 from selfsup.pretrain import MethodConfig
 
