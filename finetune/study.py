@@ -48,6 +48,8 @@ class Grid:
     methods: list[str] = field(default_factory=lambda: ["finetune", "cosup", "selftrain"])
     seeds: list[int] = field(default_factory=lambda: [0])
     ceiling: bool = True
+    # label fractions where only the labelled-only student runs (reference points for a curve, no methods)
+    finetune_fractions: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Steps:
     finetune: int = 150
     experts: int = 100
     distill: int = 150
+    ceiling: int = 0  # steps of the every-label ceiling (0: steps.finetune); it needs more to converge
 
 
 @dataclass
@@ -125,14 +128,14 @@ class Study:
             pretrain(args)
         return str(enc.resolve())
 
-    def finetune(self, cell: Path, fraction: float, init: str, seed: int) -> Path:
+    def finetune(self, cell: Path, fraction: float, init: str, seed: int, steps: int = 0) -> Path:
         from finetune.train import main as train
 
         c = self.cfg
         if not (cell / "last.safetensors").is_file():
             train(self._seg_common(seed) + [f"labels.fraction={fraction}", f"labels.seed={seed}",
                                            f"model.arch={c.student.arch}", f"model.encoder={c.student.encoder}",
-                                           f"model.init={self.init_path(init)}", f"loop.steps={c.steps.finetune}",
+                                           f"model.init={self.init_path(init)}", f"loop.steps={steps or c.steps.finetune}",
                                            f"run_dir={cell}", "resume=auto"])
         return cell / "last.safetensors"
 
@@ -215,6 +218,9 @@ class Study:
                 for frac in c.grid.fractions:
                     for method in c.grid.methods:
                         rows.append(self.cell(method, frac, init, seed, ceiling=ceiling))
+                for frac in c.grid.finetune_fractions:
+                    if frac not in c.grid.fractions:
+                        rows.append(self.cell("finetune", frac, init, seed, ceiling=ceiling))
         from finetune.report_html import gap_recovered, pgr_of_means, write_report
 
         pgr_of_means(rows)  # recomputed from the rows, so cells written by older versions agree
@@ -254,7 +260,7 @@ class Study:
         t0 = time.time()
         teacher = None
         if method == "finetune":
-            ck = self.finetune(cell, frac, init, seed)
+            ck = self.finetune(cell, frac, init, seed, self.cfg.steps.ceiling if ceiling_row else 0)
         elif method in METHODS:
             ck = self.method(method, cell, frac, init, seed, ceiling["checkpoint"] if ceiling else "")
             with open(cell / "student" / "report.csv") as f:
