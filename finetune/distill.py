@@ -27,14 +27,16 @@ from bonekit.accel import make_accelerator
 from bonekit.cli import run
 from bonekit.config import DataConfig, LabelsConfig
 from bonekit.engine import check_config, prepare_training
-from bonekit.errors import ConfigError
+from bonekit.errors import ConfigError, DataError
 from bonekit.loop import LoopConfig, fit, validate
 from bonekit.metrics import summarise
 from bonekit.models import (
     ModelConfig,
     build_segmenter,
+    init_from_model,
     load_model,
     model_meta,
+    read_model_meta,
     segmentation_choices,
 )
 from bonekit.runlog import start_run
@@ -62,6 +64,8 @@ class DistillConfig:
     rounds: int = 1
     kd: KDConfig = field(default_factory=KDConfig)
     kd_student: str = ""  # a student checkpoint that denoises round 0's targets (e.g. a self-trained student)
+    student_init: str = ""  # a segmentation checkpoint every round's student starts from (e.g. the labelled-only
+    # student: a warm start, as BCP and mean teachers do); "" = model.init
     labels: LabelsConfig = field(default_factory=LabelsConfig)  # only without experts (mean teacher)
     aug: SegAugConfig = field(default_factory=SegAugConfig)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=150, eval_every=0))
@@ -126,6 +130,13 @@ def main(argv: list[str] | None = None) -> Path:
         set_seed(cfg.loop.seed + 1000 * r)  # each round's initial weights depend on its number only (resume-safe)
         mcfg = OmegaConf.merge(cfg.model, {"encoder": cfg.grow[r]} if r < len(cfg.grow) else {})
         model = build_segmenter(mcfg, cfg.data.slices, k, acc.device)
+        if cfg.student_init:
+            init_classes = read_model_meta(cfg.student_init)["classes"]
+            missing = [c for c in d.classes if c not in init_classes]
+            if missing:
+                raise DataError(cfg.student_init, f"student_init predicts no {missing[:3]}: it must cover the data's "
+                                                  "classes")
+            init_from_model(model, cfg.student_init, [init_classes.index(c) for c in d.classes])
         task = DistillTask(k, OmegaConf.to_object(cfg.aug), d.classes, OmegaConf.to_object(cfg.kd), cfg.loss,
                            cfg.loop.steps)
         task.attach(model)  # before prepare: the EMA teacher is a plain copy of the student

@@ -8,7 +8,11 @@ Semi-supervised pieces, each a ``kd.*`` switch the study can turn on:
   every hand radiograph, so an empty channel is a miss, not "no bone");
 - per-pixel confidence masking (``kd.pixel_threshold``) and a ramp-up of the pool weight (``kd.rampup``);
 - the weak-to-strong confidence loss with the reference's adaptive threshold (``kd.confidence``), replacing the
-  plain KD term rather than adding a second copy of the teacher.
+  plain KD term rather than adding a second copy of the teacher;
+- bidirectional copy-paste (``kd.bcp``, Bai et al., CVPR 2023): each labelled image is paired with a pool image, a
+  box of one is pasted into the other both ways, and every pixel is taught by its own source (ground truth where
+  it came from the labelled image, the teacher where it came from the pool), so labelled and pool statistics
+  meet inside every image.
 The labelled part of a batch gets the supervised loss at full weight (a mean over the labelled samples), so a
 distillation run with no pool loss (``kd.weight_kd=0``, the ``pooloff`` control) trains like plain fine-tuning.
 """
@@ -53,6 +57,8 @@ class KDConfig:
     separate_bn: bool = False  # labelled and pool images in separate forward passes (batch-norm statistics apart)
     denoise: bool = True  # from round 1 on: keep the targets the previous student finds most plausible
     min_keep: float = 0.5  # the smallest share of pool targets kept per bone when denoising
+    bcp: bool = False  # bidirectional copy-paste between labelled and pool images (BCP)
+    bcp_size: float = 0.667  # side of the pasted box as a share of the image side (BCP's 2/3)
 
 
 def check_kd(kd: KDConfig) -> None:
@@ -63,6 +69,8 @@ def check_kd(kd: KDConfig) -> None:
         raise ConfigError(f"kd.ema={kd.ema}: an EMA momentum in [0, 1) (0 = stored expert targets)")
     if not 0.0 <= kd.pixel_threshold < 1.0:
         raise ConfigError(f"kd.pixel_threshold={kd.pixel_threshold}: must be in [0, 1)")
+    if not 0.0 < kd.bcp_size < 1.0:
+        raise ConfigError(f"kd.bcp_size={kd.bcp_size}: the box side as a share of the image, in (0, 1)")
 
 
 class DistillFrames(Dataset):
@@ -164,6 +172,32 @@ def cutmix_pool(x, y, ignore, keys):
     return x, y, ignore
 
 
+def bcp_mix(x, y, ignore, labelled, keys, size: float):
+    """Bidirectional copy-paste. Labelled sample ``a`` and pool sample ``b`` (paired in batch order; surplus
+    samples stay as they are) swap a box of side ``size`` x H: ``a`` keeps its own image outside the box and gets
+    ``b``'s inside, ``b`` the reverse. Targets and ignore masks move with their pixels.
+
+    x ``[B, C, H, W]``, y / ignore ``[B, K, H, W]``, labelled ``[B]`` bool, keys one tuple per sample.
+    Returns x, y, ignore and ``gt [B, 1, H, W]`` bool: True where a pixel's target is ground truth.
+    """
+    b, _, h, w = x.shape
+    gt = labelled.view(-1, 1, 1, 1).expand(b, 1, h, w).clone()
+    lab_i, pool_i = torch.nonzero(labelled).flatten().tolist(), torch.nonzero(~labelled).flatten().tolist()
+    if not lab_i or not pool_i:
+        return x, y, ignore, gt
+    x, y, ignore = x.clone(), y.clone(), ignore.clone()
+    bh, bw = max(1, round(size * h)), max(1, round(size * w))
+    for a, p in zip(lab_i, pool_i):
+        r = np.random.default_rng(np.random.SeedSequence([*keys[a], 777]))
+        t, l = int(r.integers(0, h - bh + 1)), int(r.integers(0, w - bw + 1))
+        box = (slice(None), slice(t, t + bh), slice(l, l + bw))
+        for tensor in (x, y, ignore, gt):
+            inner_a = tensor[a][box].clone()
+            tensor[a][box] = tensor[p][box]
+            tensor[p][box] = inner_a
+    return x, y, ignore, gt
+
+
 class DistillTask:
     """Targets and losses of a distillation batch (labelled and pool samples mixed; see the module doc)."""
 
@@ -221,7 +255,11 @@ class DistillTask:
                 xs, ys, igs = cutmix_pool(strong_view(x[pool], pk), y[pool], ignore[pool], pk)
                 x, y, ignore = x.clone(), y.clone(), ignore.clone()
                 x[pool], y[pool], ignore[pool] = xs, ys, igs
-        return x, {"y": y, "ignore": ignore, "labelled": lab}
+        if self.kd.bcp:
+            x, y, ignore, gt = bcp_mix(x, y, ignore, lab, keys, self.kd.bcp_size)
+        else:
+            gt = lab.view(-1, 1, 1, 1).expand(x.shape[0], 1, *x.shape[-2:])
+        return x, {"y": y, "ignore": ignore, "labelled": lab, "gt": gt}
 
     def forward(self, model, x: torch.Tensor, targets: dict) -> torch.Tensor:
         """The student's logits; with ``kd.separate_bn`` the labelled and the pool part of the batch go through
@@ -239,14 +277,21 @@ class DistillTask:
         return self.kd.confidence * min(1.0, step / warm)
 
     def loss(self, logits, t, step):
-        lab = t["labelled"]
+        # Per pixel, ``gt`` says who teaches it: the ground truth or the teacher. Without copy-paste a sample is
+        # all one or all the other, and this is the per-sample split it always was.
+        gt = t.get("gt")
+        if gt is None:
+            gt = t["labelled"].view(-1, 1, 1, 1).expand(logits.shape[0], 1, *logits.shape[-2:])
+        lab = gt.flatten(1).any(1)  # samples with ground-truth pixels
         total = logits.new_zeros(())
-        if lab.any():  # ground truth: a mean over the labelled samples, at full weight whatever their share
-            total = total + self.kd.weight_gt * self.seg(logits[lab], t["y"][lab])
-        pool = ~lab
+        if lab.any():  # ground truth: a mean over those samples, at full weight whatever their share
+            g = gt[lab]
+            ig = None if bool(g.all()) else (~g).expand_as(t["y"][lab])
+            total = total + self.kd.weight_gt * self.seg(logits[lab], t["y"][lab], ig)
+        pool = ~gt.flatten(1).all(1)  # samples with teacher pixels
         w = self.kd.weight_kd * sigmoid_ramp(step, self.steps, self.kd.rampup)
         if pool.any() and w > 0:
-            lg, y, ig = logits[pool], t["y"][pool], t["ignore"][pool]
+            lg, y, ig = logits[pool], t["y"][pool], t["ignore"][pool] | gt[pool]
             # Bones are a few percent of the pixels: a pixel-mean KD alone lets "no bone anywhere" win, so a soft
             # Dice against the teacher's probabilities joins it, as the Dice term does for the ground truth.
             if self.kd.confidence > 0:

@@ -17,7 +17,10 @@ labelled images as ``finetune``'s plus as many pool images):
 - ``meanteacher``: no experts; an EMA of the student labels the pool on weak views, the student learns on strong
   views (Cutout, CutMix, intensity);
 - ``cosup``: specialists (bone groups, ``groups``) start from the generalist and fine-tune on the labelled images;
-  their targets, denoised by the ``selftrain`` student (the previous round's), teach a new student.
+  their targets, denoised by the ``selftrain`` student (the previous round's), teach a new student;
+- ``bcp``: bidirectional copy-paste (Bai et al., CVPR 2023): an EMA teacher labels the pool, labelled and pool
+  images swap a box both ways, and the student starts from the ``finetune`` student (BCP's warm start).
+``warm_start=true`` starts every distilled student from the ``finetune`` student of its cell (``bcp`` always does).
 A ceiling (every label) per init and seed gives PGR = (student - teacher) / (ceiling - teacher) and the gap
 recovered = (method - finetune) / (ceiling - finetune).
 """
@@ -72,6 +75,8 @@ class StudyConfig:
     groups: str = "regions"  # bone groups of the co-supervising specialists: regions | rays
     kd_args: list[str] = field(default_factory=list)  # extra kd.* keys for selftrain and cosup students
     meanteacher_args: list[str] = field(default_factory=lambda: ["kd.ema=0.99", "kd.strong=true", "kd.rampup=0.3"])
+    bcp_args: list[str] = field(default_factory=lambda: ["kd.ema=0.99", "kd.bcp=true"])
+    warm_start: bool = False  # distilled students start from the cell's labelled-only student (bcp always does)
     steps: Steps = field(default_factory=Steps)
     batch_size: int = 8
     pretrain_args: list[str] = field(default_factory=list)  # extra key=value for selfsup/pretrain.py
@@ -98,7 +103,7 @@ def dotlist(prefix: str, node) -> list[str]:
     return out
 
 
-METHODS = ("pooloff", "selftrain", "meanteacher", "cosup")
+METHODS = ("pooloff", "selftrain", "meanteacher", "cosup", "bcp")
 
 
 class Study:
@@ -154,7 +159,7 @@ class Study:
         return out
 
     def distilled(self, cell: Path, fraction: float, init: str, seed: int, experts: Path | None,
-                  extra: list[str], ceiling: str) -> Path:
+                  extra: list[str], ceiling: str, warm: Path | None = None) -> Path:
         """A student from ``experts`` (or, without, a pool-only loop: mean teacher or pooloff), ``extra`` kd keys."""
         from finetune.distill import main as distill
 
@@ -169,6 +174,8 @@ class Study:
                 "resume=auto", *extra]
             if experts is not None:
                 args.append(f"experts={experts}")
+            if warm is not None:
+                args.append(f"student_init={warm}")
             base = self.out / init / "finetune" / f"f{fraction:g}" / f"s{seed}" / "last.safetensors"
             if base.is_file():
                 args.append(f"report.baseline={base}")
@@ -181,19 +188,22 @@ class Study:
         """One semi-supervised arm (see the module doc); its generalist is the ``finetune`` cell's student."""
         c = self.cfg
         generalist = self.finetune(self.out / init / "finetune" / f"f{frac:g}" / f"s{seed}", frac, init, seed)
+        warm = generalist if c.warm_start else None
         if method == "pooloff":
-            return self.distilled(cell, frac, init, seed, None, ["kd.weight_kd=0"], ceiling)
+            return self.distilled(cell, frac, init, seed, None, ["kd.weight_kd=0"], ceiling, warm)
         if method == "meanteacher":
-            return self.distilled(cell, frac, init, seed, None, list(c.meanteacher_args), ceiling)
+            return self.distilled(cell, frac, init, seed, None, list(c.meanteacher_args), ceiling, warm)
+        if method == "bcp":
+            return self.distilled(cell, frac, init, seed, None, list(c.bcp_args), ceiling, generalist)
         if method == "selftrain":
             ex = self.experts(cell / "experts", frac, init, seed, "single", str(generalist), 0)
-            return self.distilled(cell, frac, init, seed, ex, list(c.kd_args), ceiling)
+            return self.distilled(cell, frac, init, seed, ex, list(c.kd_args), ceiling, warm)
         # cosup: round 0 is the self-trained student; round 1's specialists start from the generalist and are
         # routed and denoised by that student.
         round0 = self.method("selftrain", self.out / init / "selftrain" / f"f{frac:g}" / f"s{seed}", frac, init, seed,
                              ceiling)
         ex = self.experts(cell / "experts", frac, init, seed, c.groups, str(generalist), c.steps.experts)
-        return self.distilled(cell, frac, init, seed, ex, [*c.kd_args, f"kd_student={round0}"], ceiling)
+        return self.distilled(cell, frac, init, seed, ex, [*c.kd_args, f"kd_student={round0}"], ceiling, warm)
 
     def evaluate(self, checkpoint: Path, out: Path) -> dict:
         from finetune.evaluate import main as evaluate

@@ -167,3 +167,38 @@ def test_pooloff_trains_labelled_images_at_full_weight():
                                              "labelled": lab}, 10)
     want = segmentation_loss("bce_dice")(logits[lab], y[lab])
     assert torch.allclose(got, want)
+
+
+def test_bcp_swaps_a_box_both_ways_and_each_pixel_keeps_its_teacher():
+    """Bidirectional copy-paste: the labelled image gets a pool box and the pool image a labelled box; targets,
+    ignore masks and the ground-truth map move with their pixels."""
+    from finetune.distill_task import bcp_mix
+
+    x = torch.stack([torch.ones(1, 12, 12), torch.zeros(1, 12, 12)])  # sample 0 labelled (ones), 1 pool (zeros)
+    y = torch.stack([torch.full((2, 12, 12), 1.0), torch.full((2, 12, 12), 0.3)])
+    ig = torch.zeros(2, 2, 12, 12, dtype=torch.bool)
+    ig[1, 1] = True  # the pool image's channel 1 is ignored (e.g. an empty teacher channel)
+    lab = torch.tensor([True, False])
+    xm, ym, igm, gt = bcp_mix(x, y, ig, lab, [(0, 1), (0, 2)], 0.5)
+    box = gt[0, 0] == 0  # where sample 0 now shows the pool image
+    assert box.sum() == 36 and (gt[1, 0] == box).all()  # one 6x6 box, swapped both ways
+    assert (xm[0, 0][box] == 0).all() and (xm[0, 0][~box] == 1).all() and (xm[1, 0][box] == 1).all()
+    assert (ym[0][:, box] == 0.3).all() and (ym[1][:, box] == 1.0).all() and (ym[1][:, ~box] == 0.3).all()
+    assert igm[0, 1][box].all() and not igm[0, 1][~box].any() and not igm[1, 1][box].any()
+    assert xm.sum() == x.sum()  # nothing lost, nothing duplicated
+
+
+def test_bcp_loss_teaches_ground_truth_pixels_by_the_labels_and_pasted_pool_pixels_by_the_teacher():
+    from finetune.distill_task import bcp_mix
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 8, 8)
+    y = torch.stack([(torch.rand(2, 8, 8) > 0.5).float(), torch.full((2, 8, 8), 0.9)])
+    lab = torch.tensor([True, False])
+    x, y, ig, gt = bcp_mix(x, y, torch.zeros(2, 2, 8, 8, dtype=torch.bool), lab, [(1,), (2,)], 0.5)
+    t = {"y": y, "ignore": ig, "labelled": lab, "gt": gt}
+    for kd, where in ((dict(weight_kd=0.0), gt), (dict(weight_gt=0.0), ~gt)):
+        logits = torch.randn(2, 2, 8, 8, requires_grad=True)
+        _task(**kd).loss(logits, t, 50).backward()
+        g = logits.grad.abs().sum(1, keepdim=True)
+        assert (g[~where] == 0).all() and (g[where] > 0).all(), kd

@@ -10,7 +10,7 @@ from conftest import ROOT, launch
 
 TINY_STUDY = ["data.phantom.people=6", "data.phantom.test_people=1", "data.phantom.size=96", "data.resolution=64",
               "data.workers=1", "data.folds=2", "steps.pretrain=2", "steps.finetune=2", "steps.experts=2",
-              "steps.distill=2", "batch_size=2", "pretrain_args=[train.batch_size=4,views.size=32,train.workers=0]",
+              "steps.distill=2", "steps.ceiling=2", "batch_size=2", "pretrain_args=[train.batch_size=4,views.size=32,train.workers=0]",
               "stage_args=[loop.workers=0]", "worst_k=2"]
 
 
@@ -63,13 +63,16 @@ def test_lowlabel_benchmark_tiny(tmp_path):
             "steps.experts=1"] + TINY_STUDY + ["stage_args=[loop.workers=0,eval_resolution=64]"]
     launch("finetune/study.py", args, cache)
     rows = list(csv.DictReader(open(out / "results.csv")))
-    methods = [r["method"] for r in rows if r["seed"] == "0"]
-    assert methods == ["ceiling", "finetune", "pooloff", "selftrain", "meanteacher", "cosup"]
+    methods = [(r["method"], r["fraction"]) for r in rows if r["seed"] == "0"]
+    assert methods == [("ceiling", "1.0"), *[(m, "0.5") for m in ("finetune", "pooloff", "selftrain", "meanteacher",
+                                                                   "cosup", "bcp")], ("finetune", "0.1")]
+    bcp_cfg = (out / "scratch" / "bcp" / "f0.5" / "s0" / "student" / "config.yaml").read_text()
+    assert "student_init:" in bcp_cfg and "finetune" in bcp_cfg.split("student_init:")[1].splitlines()[0]
     def dice(method, frac, seed):  # unrounded, from the cell's result.json
         return json.loads((out / "scratch" / method / f"f{frac}" / f"s{seed}" / "result.json").read_text())["mean_dice"]
 
     for r in rows:
-        if r["method"] in ("ceiling", "finetune"):
+        if r["method"] in ("ceiling", "finetune") or r["fraction"] == "0.1":
             assert r["gap_recovered"] == ""
             continue
         c, b, m = dice("ceiling", 1, r["seed"]), dice("finetune", 0.5, r["seed"]), dice(r["method"], 0.5, r["seed"])
@@ -90,4 +93,4 @@ def test_lowlabel_benchmark_one_seed(tmp_path):
     launch("finetune/study.py", [f"study={ROOT / 'configs' / 'lowlabel.yaml'}", f"out_dir={out}", "grid.seeds=[0]"],
            cache, timeout=4 * 3600)
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert {r["method"] for r in rows} == {"ceiling", "finetune", "pooloff", "selftrain", "meanteacher", "cosup"}
+    assert {r["method"] for r in rows} == {"ceiling", "finetune", "pooloff", "selftrain", "meanteacher", "cosup", "bcp"}
