@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 from bonekit.errors import DataError
 from bonekit.formats import Record, load_image, load_mask
 from bonekit.maskbits import pack
+from bonekit.workers import pool
 
 FORMAT_VERSION = 1
 
@@ -223,7 +223,7 @@ def _build_into(tmp: Path, root: Path, records: list[Record], resolution: int, c
     if workers > 1 and len(jobs) > 1:
         from concurrent.futures.process import BrokenProcessPool
 
-        ex = ProcessPoolExecutor(workers)
+        ex = pool(workers)
         try:
             for i, err, hw, miss in ex.map(_fill, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
                 sizes[i] = hw

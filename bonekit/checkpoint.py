@@ -16,7 +16,7 @@ def checkpoints(run_dir: str | Path) -> list[Path]:
     d = Path(run_dir) / "checkpoints"
     if not d.is_dir():
         return []
-    return sorted(p for p in d.glob("step_*") if (p / "bonekit.json").is_file())
+    return sorted(p for p in d.glob("step_*") if p.suffix != ".partial" and (p / "bonekit.json").is_file())
 
 
 def latest(run_dir: str | Path) -> Path | None:
@@ -25,10 +25,34 @@ def latest(run_dir: str | Path) -> Path | None:
 
 
 def save(accelerator, run_dir: Path, step: int, config: dict, keep: int = 1, extra: dict | None = None) -> Path:
+    """Write the checkpoint of ``step`` atomically: into ``step_N.partial`` first, renamed when complete, so a
+    full disk or a kill mid-write never leaves a checkpoint that looks whole, and the older ones are pruned only
+    after the new one is complete."""
     path = Path(run_dir) / "checkpoints" / f"step_{step:07d}"
-    accelerator.save_state(str(path))
+    tmp = path.with_name(path.name + ".partial")
+    if accelerator.is_main_process and tmp.exists():
+        shutil.rmtree(tmp)  # left by a run killed mid-write
+    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            (tmp / "bonekit.json").write_text(json.dumps({"step": step, "config": config, "extra": extra or {}},
+                                                         indent=1))
+    except OSError as e:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        prev = latest(run_dir)
+        from bonekit.errors import DataError
+
+        raise DataError(tmp, f"could not write the checkpoint of step {step} ({e.strerror or e}); "
+                             + (f"the newest complete one, {prev.name}, is intact: " if prev else
+                                "no complete checkpoint exists yet: ")
+                             + "free space and run again with resume=auto") from None
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (path / "bonekit.json").write_text(json.dumps({"step": step, "config": config, "extra": extra or {}}, indent=1))
+        if path.exists():
+            shutil.rmtree(path)  # the same step saved again (e.g. after a resume)
+        tmp.rename(path)
         for old in checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

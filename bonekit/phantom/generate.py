@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from bonekit.classes import HAND29
 from bonekit.formats import competition
 from bonekit.phantom.sample import make_hand, person_for, radiograph, rng_for
 from bonekit.phantom.spec import VERSION, Spec
+from bonekit.workers import pool
 
 BASE_TS = 1661130828152
 
@@ -91,7 +91,7 @@ def generate(out: str | Path, spec: Spec, workers: int = 1, progress: bool = Tru
     bar = tqdm(total=len(jobs), desc="phantom", unit="img", disable=not progress)
     results = []
     if workers > 1:
-        with ProcessPoolExecutor(workers) as ex:
+        with pool(workers) as ex:
             for res in ex.map(_write_one, args, chunksize=4):
                 results.append(res)
                 bar.update()
