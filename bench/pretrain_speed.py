@@ -1,6 +1,6 @@
 """Throughput of selfsup/pretrain.py's loop, in one run: the real engine path vs the same step on ready views.
 
-    accelerate launch --cpu bench/pretrain_speed.py [any selfsup/pretrain.py key=value] [steps=10]
+    accelerate launch bench/pretrain_speed.py [any selfsup/pretrain.py key=value] [steps=10]
 
 - end-to-end: cached uint8 frames -> EpochLoader -> device -> two augmented views -> method loss -> engine step;
 - model-only: the same engine step on views already made (no loading, no augmentation).

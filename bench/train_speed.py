@@ -1,6 +1,6 @@
 """Throughput of finetune/train.py's loop, in one run: the real engine path vs the model alone vs a naive loop.
 
-    accelerate launch --cpu bench/train_speed.py [any finetune/train.py key=value] [steps=10]
+    accelerate launch bench/train_speed.py [any finetune/train.py key=value] [steps=10]
 
 - end-to-end: cached uint8 frames -> EpochLoader -> device -> unpack + augmentation -> engine step (the real path);
 - model-only: the same engine step on one batch already made (no loading, unpacking or augmentation);
