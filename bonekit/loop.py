@@ -76,7 +76,10 @@ def validate(accelerator, model, loader, n_classes: int, out_classes: list[int],
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with accelerator.autocast():
-            logits = sliding_window(model, x, tile) if tile else model(x)
+            if getattr(model, "takes_frames", False) and not tile:  # e.g. crop experts: their own source images
+                logits = model(x, frames=batch["index"].tolist())
+            else:
+                logits = sliding_window(model, x, tile) if tile else model(x)
         target = unpack(batch["words"], n_classes)[:, out_classes]
         # Upsampling and thresholding at the label's resolution happen one image at a time to bound memory.
         rows = [torch.stack(counts_from_logits(logits[i : i + 1].float(), target[i : i + 1], threshold), 1)

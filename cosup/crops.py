@@ -102,13 +102,26 @@ def crop_predict(coarse, fine, x: torch.Tensor, size: int, margin: float, source
     return out
 
 
+def crop_sources(source: Cache, frames, k: int, device) -> list[torch.Tensor]:
+    """The higher-resolution images ``[2k+1, N, N]`` (float in [0, 1]) of cache ``frames``, which a crop expert
+    cuts its crops from: the same input it was trained on and labels the pool with."""
+    return [torch.from_numpy(source.stack(int(f), k)).to(device).float().div(255) for f in frames]
+
+
 class CropModule(torch.nn.Module):
-    """coarse locator + crop expert as one model returning logits (for the shared validation code)."""
+    """coarse locator + crop expert as one model returning logits (for the shared validation code). With a
+    ``source`` cache, ``forward(x, frames)`` cuts the crops from it (``takes_frames``: the validation loop passes
+    the frame numbers), so the expert is scored on the input it labels with, not on an upsampled cut of ``x``."""
 
-    def __init__(self, coarse, fine, size: int, margin: float):
+    takes_frames = True
+
+    def __init__(self, coarse, fine, size: int, margin: float, source: Cache | None = None):
         super().__init__()
-        self.coarse, self.fine, self.size, self.margin = coarse, fine, size, margin
+        self.coarse, self.fine, self.size, self.margin, self.source = coarse, fine, size, margin, source
 
-    def forward(self, x):
-        p = crop_predict(self.coarse, self.fine, x, self.size, self.margin)
+    def forward(self, x, frames=None):
+        sources = None
+        if self.source is not None and frames is not None:
+            sources = crop_sources(self.source, frames, x.shape[1] // 2, x.device)
+        p = crop_predict(self.coarse, self.fine, x, self.size, self.margin, sources)
         return torch.logit(p.clamp(1e-6, 1 - 1e-6))

@@ -159,7 +159,8 @@ def train_crop_experts(cfg, d, results: list[dict], run_dir: Path, accelerator) 
                       d.classes, meta, config.to_dict(cfg))
             if res.steps < cfg.loop.steps:
                 return None
-        # Scored like the others: on whole validation images, the box found by the coarse expert.
+        # Scored like the others: on whole validation images, the box found by the coarse expert, the crop cut from
+        # the same higher-resolution source it labels the pool with.
         from torch.utils.data import DataLoader
 
         from bonekit.loop import validate
@@ -169,7 +170,7 @@ def train_crop_experts(cfg, d, results: list[dict], run_dir: Path, accelerator) 
 
         fine = load_model(edir / "last.safetensors")[0].to(accelerator.device).eval()
         loc = load_model(coarse["checkpoint"])[0].to(accelerator.device).eval()
-        per_class, mean = summarise(validate(accelerator, CropModule(loc, fine, size, cfg.partition.crop_margin),
+        per_class, mean = summarise(validate(accelerator, CropModule(loc, fine, size, cfg.partition.crop_margin, source),
                                              DataLoader(d.val, batch_size=cfg.loop.val_batch_size), len(d.classes), out))
         accelerator.print(f"expert {g}-crop: {size}px crops cut from {src_res}px, located by the {g} expert: "
                           f"validation Dice {mean:.4f} (whole-image {g} expert: {coarse['val_dice']:.4f})")

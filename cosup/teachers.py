@@ -34,7 +34,7 @@ class Teachers:
     def predict(self, x: torch.Tensor, shards: list[int] | None = None, frames: list[int] | None = None) -> torch.Tensor:
         """``x [B, C, R, R]`` float -> teacher probabilities ``[B, K, R, R]``. ``frames`` (cache frame numbers) let
         crop experts cut their crops from the higher-resolution source; without them crops come from ``x``."""
-        from cosup.crops import crop_predict
+        from cosup.crops import crop_predict, crop_sources
 
         b = x.shape[0]
         out = torch.zeros(b, len(self.classes), *x.shape[-2:], device=x.device)
@@ -42,10 +42,7 @@ class Teachers:
             for n, (m, ch, _) in enumerate(self.experts):
                 if n in self.crops:
                     coarse, size, margin, src = self.crops[n]
-                    sources = None
-                    if frames is not None:
-                        k = x.shape[1] // 2
-                        sources = [torch.from_numpy(src.stack(int(f), k)).to(x.device).float().div(255) for f in frames]
+                    sources = None if frames is None else crop_sources(src, frames, x.shape[1] // 2, x.device)
                     out[:, ch] = crop_predict(coarse, m, x, size, margin, sources)
                 else:
                     out[:, ch] = torch.sigmoid(m(x).float())
@@ -60,7 +57,10 @@ class Teachers:
 
 
 class TeacherModule(nn.Module):
-    """Teachers as a model returning logits (for the shared validation code); shards from ``shard_fn(x)``."""
+    """Teachers as a model returning logits (for the shared validation code); shards from ``shard_fn(x)``. The
+    validation loop passes the frame numbers (``takes_frames``) so crop experts cut from their own source."""
+
+    takes_frames = True
 
     def __init__(self, teachers: Teachers, shard_fn=None):
         super().__init__()
@@ -68,9 +68,9 @@ class TeacherModule(nn.Module):
         self.shard_fn = shard_fn
         self.dummy = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x):
+    def forward(self, x, frames=None):
         shards = self.shard_fn(x) if self.shard_fn else None
-        return torch.logit(self.t.predict(x.float(), shards).clamp(1e-6, 1 - 1e-6))
+        return torch.logit(self.t.predict(x.float(), shards, frames).clamp(1e-6, 1 - 1e-6))
 
 
 def student_shard_fn(student: nn.Module, centroids: np.ndarray):

@@ -81,3 +81,50 @@ def test_crop_box_cut_and_paste():
     back = paste(patch, (top, left, size), 40)
     assert back.shape == (1, 40, 40) and back[0, :10].sum() == 0 and back[0, 12:18, 14:16].min() > 0.5
     assert square_box(torch.zeros(5, 5, dtype=torch.bool), 0.1) is None
+
+
+class _Coarse(torch.nn.Module):
+    """Finds its bone in the centre of every image."""
+
+    def forward(self, x):
+        out = torch.full((x.shape[0], 1, *x.shape[-2:]), -10.0)
+        h = x.shape[-1]
+        out[:, :, h // 4 : 3 * h // 4, h // 4 : 3 * h // 4] = 10.0
+        return out
+
+
+class _Bright(torch.nn.Module):
+    """A 'crop expert' whose probability is its input's brightness."""
+
+    def forward(self, x):
+        return 20 * (x[:, :1] - 0.5)
+
+
+class _Source:
+    """A higher-resolution cache stand-in: frame f is bright everywhere."""
+
+    def stack(self, f, k=0):
+        return np.full((2 * k + 1, 64, 64), 255, np.uint8)
+
+
+def test_crop_expert_is_scored_on_its_own_source():
+    """The validation loop passes frame numbers to a crop expert, which cuts from its higher-resolution source;
+    it used to cut from the low-resolution input (here dark) and be scored on a different teacher."""
+    from torch.utils.data import DataLoader
+
+    from bonekit.accel import make_accelerator
+    from bonekit.loop import validate
+    from bonekit.maskbits import pack
+    from cosup.crops import CropModule
+
+    x = torch.zeros(2, 1, 16, 16)
+    m = CropModule(_Coarse(), _Bright(), 8, 0.0, _Source())
+    inside = (slice(None), 0, slice(6, 10), slice(6, 10))
+    assert (torch.sigmoid(m(x, frames=[0, 1]))[inside] > 0.99).all()  # cut from the bright source
+    assert (torch.sigmoid(CropModule(_Coarse(), _Bright(), 8, 0.0)(x))[inside] < 0.01).all()  # the old input
+    label = np.zeros((1, 16, 16), bool)
+    label[0, 4:12, 4:12] = True
+    items = [{"image": torch.zeros(1, 16, 16, dtype=torch.uint8), "words": torch.from_numpy(pack(label)), "index": i}
+             for i in range(2)]
+    dice = validate(make_accelerator("no"), m, DataLoader(items, batch_size=2), 1, [0])
+    assert dice.min() > 0.99  # scored with the source; from the dark input it would be 0
