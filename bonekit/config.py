@@ -30,6 +30,7 @@ class DataConfig:
 
     root: str = ""  # competition split folder (holding DCM/ and outputs_json/), COCO json, mask folder, raw folder
     test_root: str = ""  # the test split's folder when data.root is set (evaluate split=test, predict)
+    pool_root: str = ""  # unlabelled X-rays (any format selfsup reads) added to the co-supervision pool, never to folds
     phantom: Spec = field(default_factory=Spec)
     classes: list[str] = field(default_factory=lambda: list(HAND29))
     resolution: int = 256  # training resolution (square); evaluation goes back to each label's own size

@@ -126,7 +126,6 @@ def train_crop_experts(cfg, d, results: list[dict], run_dir: Path, accelerator) 
     """For each group of ``partition.crop_groups``: an expert on square crops around its bones, cut from a cache at
     a higher resolution. The group's whole-image expert becomes its coarse locator for unlabelled images."""
     from bonekit.cache import build
-    from bonekit.formats import discover
     from cosup.crops import CropFrames
 
     if cfg.partition.by != "bones":
@@ -135,7 +134,8 @@ def train_crop_experts(cfg, d, results: list[dict], run_dir: Path, accelerator) 
     src_res = cfg.partition.crop_source or min(4 * cfg.data.resolution, native)
     size = cfg.partition.crop_size or cfg.data.resolution
     with accelerator.main_process_first():
-        source = build(discover(d.root, labels="required"), src_res, d.classes, cfg.data.cache_dir or None,
+        # The training cache's own records (data.pool_root's too), so frame numbers agree with it.
+        source = build(d.records, src_res, d.classes, cfg.data.cache_dir or None,
                        workers=cfg.data.workers, progress=accelerator.is_main_process)
     lookup = {c: i for i, c in enumerate(d.classes)}
     by_name = {r["name"]: r for r in results}

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from bonekit import checkpoint, config, metrics
 from bonekit.accel import make_accelerator
+from bonekit.cache import Cache
 from bonekit.cli import run
 from bonekit.config import DataConfig, LabelsConfig
 from bonekit.engine import check_config, prepare_training
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> Path:
         cfg.data = OmegaConf.merge(cfg.data, {k: v for k, v in manifest.data.items() if k != "resolution"})
         lab = manifest.labels
     elif cfg.kd.ema > 0 or cfg.kd.weight_kd == 0:
-        # A mean teacher needs no experts, nor does the pooloff control: the pool is the training folds' rest.
+        # A mean teacher needs no experts, nor does the pooloff control: the pool is the training folds' rest
+        # (and data.pool_root's images).
         lab = {"fraction": cfg.labels.fraction, "seed": cfg.labels.seed}
     else:
         raise ConfigError("experts=<experts run folder> is required (or kd.ema>0 for a mean teacher, or "
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> Path:
     run_dir = start_run(cfg, "distill", accelerator)
     d = setup(cfg.data, accelerator, lab["fraction"], lab["seed"], cfg.eval_resolution)
     if manifest and (sorted(d.labelled.tolist()) != sorted(manifest.labelled)
-                     or len(d.cache) != len(manifest.train) + len(manifest.val)):
+                     or sorted(d.pool.tolist()) != sorted(manifest.pool) or len(d.cache) != len(Cache.open(manifest.cache))):
         raise ValueError(f"the student's data differs from the experts' (label subset of fraction {lab['fraction']}, "
                          f"seed {lab['seed']}): use the same data.root and data.phantom settings")
     k = len(d.classes)

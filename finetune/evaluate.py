@@ -66,7 +66,9 @@ class EvaluateConfig:
 def eval_items(cfg, resolution: int, accelerator_like):
     """PairedFrames of the chosen split: inputs at the model's resolution, labels at their own resolution."""
     if cfg.split == "val":
-        d = setup(OmegaConf.merge(cfg.data, {"resolution": resolution}), accelerator_like, 1.0, 0, cfg.eval_resolution)
+        # data.pool_root never reaches the validation fold: not cached for evaluation.
+        d = setup(OmegaConf.merge(cfg.data, {"resolution": resolution, "pool_root": ""}), accelerator_like, 1.0, 0,
+                  cfg.eval_resolution)
         if d.val is None:
             raise ValueError("the validation fold is empty")
         return d.val
@@ -86,6 +88,10 @@ class _Local:
     """Stands in for an Accelerator where evaluation runs in one process."""
 
     is_main_process = True
+
+    @staticmethod
+    def print(*args, **kwargs):
+        print(*args, **kwargs)
 
     def main_process_first(self):
         import contextlib

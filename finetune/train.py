@@ -68,8 +68,6 @@ def main(argv: list[str] | None = None) -> Path:
     k = len(d.classes)
     if cfg.class_weights and len(cfg.class_weights) != k:
         raise ValueError(f"class_weights has {len(cfg.class_weights)} values for {k} classes")
-    accelerator.print(f"data: {len(d.train_idx)} training frames ({len(d.labelled)} labelled, "
-                      f"{len(d.pool)} in the unlabelled pool), {len(d.val_idx)} validation frames")
     train_ds = CachedFrames(d.cache, d.labelled, cfg.data.slices)
     task = SupervisedTask(k, list(range(k)), OmegaConf.to_object(cfg.aug), d.classes, cfg.loss,
                           list(cfg.class_weights) or None, cfg.crop)
