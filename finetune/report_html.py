@@ -140,7 +140,7 @@ def _pm(v, fmt: str = ".4f") -> str:
     v = [x for x in v if x is not None]
     if not v:
         return ""
-    return f"{np.mean(v):{fmt}} ± {_sd(v):{fmt}}" if len(v) > 1 else f"{np.mean(v):{fmt}}"
+    return f"{np.mean(v):{fmt}} ± {_sd(v):{fmt.replace('+', '')}}" if len(v) > 1 else f"{np.mean(v):{fmt}}"
 
 
 def gap_recovered(rows: list[dict]) -> None:
@@ -204,16 +204,29 @@ def write_markdown(out: Path, rows: list[dict]) -> Path:
     groups = defaultdict(list)
     for r in rows:
         groups[(r["fraction"], r["init"], r["method"])].append(r)
-    lines = ["| labels | init | method | seeds | mean Dice | teacher Dice | PGR | gap recovered |",
-             "|---|---|---|---|---|---|---|---|"]
+    base = {(r["init"], r["fraction"], r["seed"]): r["mean_dice"] for r in rows if r["method"] == "finetune"}
+    lines = ["| labels | init | method | seeds | mean Dice | teacher Dice | PGR | gap recovered | "
+             "− labelled-only (paired) | wins |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for (f, init, method), rs in sorted(groups.items(), key=lambda t: (-t[0][0] if t[0][2] == "ceiling" else t[0][0], t[0][1], t[0][2])):
         t = [float(np.mean(list(r["teacher"].values()))) for r in rs if r.get("teacher")]
+        diff = [] if method in ("ceiling", "finetune") else [
+            r["mean_dice"] - base[(init, f, r["seed"])] for r in rs if (init, f, r["seed"]) in base]
         lines.append(f"| {100 * f:g}% | {init} | {method} | {len(rs)} | {_pm([r['mean_dice'] for r in rs])} | "
                      f"{_pm(t)} | {_pm([r.get('pgr_mean') for r in rs], '.3f')} | "
-                     f"{_pm([r.get('gap') for r in rs], '.3f')} |")
+                     f"{_pm([r.get('gap') for r in rs], '.3f')} | {_pm(diff, '+.4f')} | "
+                     + (f"{sum(d > 0 for d in diff)}/{len(diff)} |" if diff else " |"))
     lines += ["", "mean ± sd over seeds (sample sd). Gap recovered = (method - labelled-only) / (ceiling - "
               "labelled-only), per seed, then averaged. PGR = (student - teacher) / (ceiling - teacher) of the mean "
-              "Dice; empty where undefined (no teacher, or the ceiling does not beat the teacher)."]
+              "Dice; empty where undefined (no teacher, or the ceiling does not beat the teacher). − labelled-only: "
+              "the per-seed difference to the labelled-only student of the same seed (same label subset), mean ± sd; "
+              "wins: seeds where the method is ahead."]
+    walls = defaultdict(float)
+    for r in rows:
+        walls[(r["init"], r["seed"])] += float(r.get("wall_s") or 0)
+    if walls:
+        lines += ["", "Wall time per seed (every cell of that seed, as run): "
+                  + ", ".join(f"{init} s{seed} {w / 60:.1f} min" for (init, seed), w in sorted(walls.items())) + "."]
     path = out / "summary.md"
     path.write_text("\n".join(lines) + "\n")
     return path
