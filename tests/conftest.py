@@ -127,3 +127,21 @@ def experts(tmp_path_factory):
            COSUP_ARGS + ["loop.steps=2", "partition.crop_groups=[carpals]", f"run_dir={tmp / 'experts'}"],
            cache)
     return tmp, cache
+
+
+class LocalAccelerator:
+    """Stands in for an Accelerator in one process (what setup() and run folders ask of it)."""
+
+    is_main_process = True
+    num_processes = 1
+
+    def main_process_first(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def wait_for_everyone(self):
+        pass
+
+    def print(self, *a, **k):
+        pass

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, make_competition
+from conftest import ROOT, LocalAccelerator, make_competition
 
 from bonekit import cache as C
 from bonekit import config
@@ -286,12 +286,6 @@ def test_labelled_share_of_one():
 
 
 # ------------------------------------------------------------------ run folders: nothing is lost
-class _Acc:
-    is_main_process = True
-    num_processes = 1
-
-    def wait_for_everyone(self):
-        pass
 
 
 def _cfg(run_dir, **kw):
@@ -306,7 +300,7 @@ def test_rerun_without_resume_never_deletes_checkpoints(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints" / "step_0000010").mkdir(parents=True)
     with pytest.raises(ConfigError, match="resume=auto continues it"):
-        start_run(_cfg(run), "train", _Acc())
+        start_run(_cfg(run), "train", LocalAccelerator())
     assert (run / "checkpoints" / "step_0000010").is_dir()
 
 
@@ -314,10 +308,10 @@ def test_resume_with_a_changed_config_is_refused(tmp_path):
     from bonekit.runlog import start_run
 
     run = tmp_path / "run"
-    start_run(_cfg(run), "train", _Acc())
+    start_run(_cfg(run), "train", LocalAccelerator())
     with pytest.raises(ConfigError, match=r"loop.lr: 0.002 -> 0.1"):
-        start_run(_cfg(run, **{"resume": "auto", "loop.lr": 0.1}), "train", _Acc())
-    start_run(_cfg(run, **{"resume": "auto", "loop.lr": 0.1, "allow_changed": True}), "train", _Acc())
+        start_run(_cfg(run, **{"resume": "auto", "loop.lr": 0.1}), "train", LocalAccelerator())
+    start_run(_cfg(run, **{"resume": "auto", "loop.lr": 0.1, "allow_changed": True}), "train", LocalAccelerator())
 
 
 def test_a_run_folder_in_use_is_refused(tmp_path):
@@ -329,11 +323,11 @@ def test_a_run_folder_in_use_is_refused(tmp_path):
     try:
         (run / ".lock").write_text(str(other.pid))
         with pytest.raises(ConfigError, match="in use by another run"):
-            start_run(_cfg(run), "train", _Acc())
+            start_run(_cfg(run), "train", LocalAccelerator())
     finally:
         other.kill()
         other.wait()
-    start_run(_cfg(run), "train", _Acc())  # the holder is gone: the stale lock is taken over
+    start_run(_cfg(run), "train", LocalAccelerator())  # the holder is gone: the stale lock is taken over
 
 
 def test_test_split_with_data_root_needs_a_test_folder(tmp_path):

@@ -1,27 +1,15 @@
 """No test person reaches the training folds, the label subset, the pool or pretraining; the validation fold
 stays out of pretraining unless asked for. For plain radiographs (slices=1) and 2.5D volumes (slices=3)."""
 
-import contextlib
 
 import numpy as np
 import pytest
+from conftest import LocalAccelerator
 
 from bonekit import config
 from bonekit.data import resolve_root
 from bonekit.formats import discover
 from bonekit.segdata import setup
-
-
-class _Acc:
-    is_main_process = True
-    num_processes = 1
-
-    def main_process_first(self):
-        return contextlib.nullcontext()
-
-    def print(self, *a, **k):
-        pass
-
 
 ARGS = ["data.phantom.people=5", "data.phantom.test_people=2", "data.phantom.size=96", "data.phantom.volumes=true",
         "data.phantom.volume_size=24", "data.resolution=24", "data.workers=1", "data.folds=5"]
@@ -35,17 +23,17 @@ def test_no_test_person_in_training_or_pretraining(slices, tmp_path, monkeypatch
     cfg = config.load(PretrainConfig, ARGS + [f"data.slices={slices}"])
     test_people = {r.person.split("_")[0] for r in discover(resolve_root(cfg.data, "test"), labels="ignore")}
     assert len(test_people) == 2
-    d = setup(cfg.data, _Acc(), fraction=0.5, label_seed=0, eval_resolution=24)
+    d = setup(cfg.data, LocalAccelerator(), fraction=0.5, label_seed=0, eval_resolution=24)
     people = lambda idx: {d.cache.persons[i] for i in idx}  # noqa: E731
     for part in (d.train_idx, d.val_idx, d.labelled, d.pool):
         assert not people(part) & test_people
-    cache, frames = load_frames(cfg, _Acc())
+    cache, frames = load_frames(cfg, LocalAccelerator())
     pre = {cache.persons[i] for i in frames}
     assert pre and not pre & test_people and not pre & people(d.val_idx)  # validation fold excluded by default
     if slices == 3:  # one frame per slice, each volume once
         assert len({(f["image"], f["slice"]) for f in cache.frames}) == len(cache.frames)
     cfg_all = config.load(PretrainConfig, ARGS + [f"data.slices={slices}", "include_val=true"])
-    cache, frames = load_frames(cfg_all, _Acc())
+    cache, frames = load_frames(cfg_all, LocalAccelerator())
     assert people(d.val_idx) <= {cache.persons[i] for i in frames}
 
 
@@ -56,7 +44,7 @@ def test_probe_works_for_2p5d(tmp_path, monkeypatch):
     from selfsup.pretrain import PretrainConfig, make_probe
 
     cfg = config.load(PretrainConfig, ARGS + ["data.slices=3", "probe.every=1", "probe.images=2", "probe.steps=2"])
-    acc = _Acc()
+    acc = LocalAccelerator()
     acc.device = __import__("torch").device("cpu")
     dice = make_probe(cfg, acc)(make_encoder("resnet18", 3))
     assert 0.0 <= dice <= 1.0 and np.isfinite(dice)
