@@ -50,23 +50,50 @@ def plot_dice_vs_fraction(rows, path: Path) -> Path:
 
 
 def plot_heatmap(rows, path: Path) -> Path:
-    plt = _plt()
     agg = defaultdict(list)
     for r in rows:
         agg[f"{r['method']} / {r['init']} / {100 * r['fraction']:g}%"].append([r["per_bone"][n] for n in r["per_bone"]])
-    names = list(rows[0]["per_bone"])
     labels = sorted(agg)
     m = np.array([np.mean(agg[k], 0) for k in labels])
+    return _heatmap(m, labels, list(rows[0]["per_bone"]), path, "Dice per bone (mean over seeds)", "Dice")
+
+
+def plot_gain_heatmap(rows, path: Path) -> Path | None:
+    """Per bone, each method minus the labelled-only student of the same init, fraction and seed (mean over
+    seeds): where a method's gain comes from. None when no method has its labelled-only row."""
+    base = {(r["init"], r["fraction"], r["seed"]): r["per_bone"] for r in rows if r["method"] == "finetune"}
+    agg = defaultdict(list)
+    for r in rows:
+        b = base.get((r["init"], r["fraction"], r["seed"]))
+        if r["method"] not in ("finetune", "ceiling") and b is not None:
+            agg[f"{r['method']} / {r['init']} / {100 * r['fraction']:g}%"].append(
+                [r["per_bone"][n] - b[n] for n in r["per_bone"]])
+    if not agg:
+        return None
+    labels = sorted(agg)
+    m = np.array([np.mean(agg[k], 0) for k in labels])
+    lim = max(0.05, float(np.abs(m).max()))
+    return _heatmap(m, labels, list(rows[0]["per_bone"]), path,
+                    "Dice per bone minus the labelled-only student's (same seed; mean over seeds)", "Δ Dice",
+                    -lim, lim, "RdBu", signed=True)
+
+
+def _heatmap(m, labels, names, path: Path, title: str, bar: str, vmin: float = 0.0, vmax: float = 1.0,
+             cmap: str = "viridis", signed: bool = False) -> Path:
+    """``m [len(labels), len(names)]`` drawn with its values written in the cells."""
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(11, 0.45 * len(labels) + 1.6), dpi=110)
-    im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
     ax.set_yticks(range(len(labels)), labels, fontsize=10)
     ax.set_xticks(range(len(names)), names, rotation=70, fontsize=9)
     for i in range(m.shape[0]):
         for j in range(m.shape[1]):
-            ax.text(j, i, f"{m[i, j]:.2f}"[1:] if m[i, j] < 1 else "1", ha="center", va="center", fontsize=7,
-                    color="white" if m[i, j] < 0.5 else "black")
-    fig.colorbar(im, ax=ax, label="Dice")
-    ax.set_title("Dice per bone (mean over seeds)")
+            v = m[i, j]
+            text = f"{100 * v:+.0f}" if signed else (f"{v:.2f}"[1:] if v < 1 else "1")
+            dark = abs(v) > 0.6 * vmax if signed else v < 0.5
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    fig.colorbar(im, ax=ax, label=bar + (" (cells: x100)" if signed else ""))
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -264,6 +291,9 @@ def write_report(out: Path, rows: list[dict], cfg) -> Path:
             f"<td>{r['wall_s']}</td></tr>" for r in rows)
         parts.append(f"<h2>Results</h2><table>{head}{body}</table>")
         parts.append("<h2>Dice per bone</h2>" + _img(plot_heatmap(rows, figs / "per_bone_heatmap.png"), "per-bone heatmap"))
+        gain = plot_gain_heatmap(rows, figs / "per_bone_gain.png")
+        if gain:
+            parts.append("<h2>Where the gain comes from</h2>" + _img(gain, "per-bone gain over the labelled-only student"))
         g = plot_gap(rows, figs / "gap_recovered.png")
         if g:
             parts.append("<h2>Gap recovered</h2>" + _img(g, "gap recovered"))

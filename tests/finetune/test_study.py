@@ -82,6 +82,8 @@ def test_lowlabel_benchmark_tiny(tmp_path):
             assert r["gap_recovered"] == ""
     summary = (out / "summary.md").read_text()
     assert "gap recovered" in summary and "±" in summary  # two seeds: mean ± sd
+    assert "− labelled-only (paired)" in summary and "Wall time per seed" in summary
+    assert (out / "figures" / "per_bone_gain.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow
