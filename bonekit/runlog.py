@@ -77,8 +77,12 @@ def start_run(cfg, stage: str, accelerator) -> Path:
         if resuming and saved.is_file() and not cfg.get("allow_changed", False):
             old = _flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
             new = _flat(config.to_dict(cfg))
+            # A key this version added, at its default, behaves as the run did before the key existed.
+            schema = OmegaConf.get_type(cfg)
+            defaults = _flat(OmegaConf.to_container(OmegaConf.structured(schema), resolve=True)) if schema else {}
             changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                       if k not in RESUME_FREE and old.get(k) != new.get(k)]
+                       if k not in RESUME_FREE and old.get(k) != new.get(k)
+                       and not (k not in old and k in defaults and new.get(k) == defaults[k])]
             if changed:
                 raise ConfigError(f"resume with a changed config ({len(changed)} key(s)): " + "; ".join(changed[:6])
                                   + ". Use the old values, or allow_changed=true to continue anyway")

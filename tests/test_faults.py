@@ -314,6 +314,24 @@ def test_resume_with_a_changed_config_is_refused(tmp_path):
     start_run(_cfg(run, **{"resume": "auto", "loop.lr": 0.1, "allow_changed": True}), "train", LocalAccelerator())
 
 
+def test_resume_across_a_version_that_added_a_key(tmp_path):
+    """A run saved before a key existed resumes when the key is at its default (the same behaviour), and is
+    refused when it is not."""
+    from omegaconf import OmegaConf
+
+    from bonekit.runlog import start_run
+
+    run = tmp_path / "run"
+    start_run(_cfg(run), "train", LocalAccelerator())
+    saved = OmegaConf.load(run / "config.yaml")
+    del saved.data["pool_root"]  # as written by a version without data.pool_root
+    OmegaConf.save(saved, run / "config.yaml")
+    start_run(_cfg(run, resume="auto"), "train", LocalAccelerator())
+    OmegaConf.save(saved, run / "config.yaml")
+    with pytest.raises(ConfigError, match=r"data.pool_root: None -> 'x'"):
+        start_run(_cfg(run, **{"resume": "auto", "data.pool_root": "x"}), "train", LocalAccelerator())
+
+
 def test_a_run_folder_in_use_is_refused(tmp_path):
     from bonekit.runlog import start_run
 
