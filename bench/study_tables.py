@@ -1,0 +1,85 @@
+"""Markdown tables of a finished study for docs/results.md, read from its cells' result.json (nothing typed by
+hand): per-seed Dice and the gap recovered per method, paired differences between methods, small bones.
+
+    python bench/study_tables.py runs/study/lowlabel [--vs selftrain meanteacher]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from bonekit.classes import SMALL_BONES
+
+
+def load(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(out.glob("*/*/*/s*/result.json"))]
+
+
+def pm(v, fmt=".4f") -> str:
+    v = [x for x in v if x is not None]
+    if not v:
+        return ""
+    if len(v) == 1:
+        return f"{v[0]:{fmt}}"
+    return f"{np.mean(v):{fmt}} ± {np.std(v, ddof=1):{fmt.replace('+', '')}}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--vs", nargs="*", default=["selftrain", "meanteacher", "pooloff"])
+    a = ap.parse_args()
+    rows = load(a.out)
+    cell = {(r["init"], r["method"], r["fraction"], r["seed"]): r for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    groups = defaultdict(dict)
+    for r in rows:
+        groups[(r["init"], r["fraction"], r["method"])][r["seed"]] = r
+    print(f"| labels | method | Dice per seed ({', '.join(f's{s}' for s in seeds)}) | mean ± sd | "
+          "− labelled-only per seed | gap recovered per seed | gap mean ± sd | wall per seed (min) |")
+    print("|---|---|---|---|---|---|---|---|")
+    order = ["ceiling", "finetune", "pooloff", "selftrain", "meanteacher", "cosup", "bcp"]
+    for (init, frac, method), by_seed in sorted(groups.items(), key=lambda t: (-t[0][1], order.index(t[0][2])
+                                                                                if t[0][2] in order else 99)):
+        d = [by_seed[s]["mean_dice"] if s in by_seed else None for s in seeds]
+        base = [cell.get((init, "finetune", frac, s)) for s in seeds]
+        ceil = [cell.get((init, "ceiling", 1.0, s)) for s in seeds]
+        diff, gap = [], []
+        for x, b, c in zip(d, base, ceil):
+            ok = method not in ("finetune", "ceiling") and x is not None and b is not None
+            diff.append(x - b["mean_dice"] if ok else None)
+            gap.append((x - b["mean_dice"]) / (c["mean_dice"] - b["mean_dice"]) if ok and c else None)
+        fmt = lambda v, f: ", ".join("–" if x is None else f"{x:{f}}" for x in v)  # noqa: E731
+        wall = [by_seed[s]["wall_s"] / 60 if s in by_seed else None for s in seeds]
+        print(f"| {100 * frac:g}% | {method} | {fmt(d, '.4f')} | {pm(d)} | "
+              f"{fmt(diff, '+.3f') if any(x is not None for x in diff) else ''} | "
+              f"{fmt(gap, '.2f') if any(x is not None for x in gap) else ''} | {pm(gap, '.2f')} | {fmt(wall, '.1f')} |")
+    print()
+    methods = sorted({r["method"] for r in rows} - {"ceiling", "finetune"})
+    print("| paired, per seed | " + " | ".join(f"− {v}" for v in a.vs) + " |")
+    print("|---|" + "---|" * len(a.vs))
+    for m in methods:
+        cells = []
+        for v in a.vs:
+            ds = [cell[(i, m, f, s)]["mean_dice"] - cell[(i, v, f, s)]["mean_dice"]
+                  for (i, mm, f, s) in cell if mm == m and (i, v, f, s) in cell]
+            cells.append(f"{', '.join(f'{x:+.3f}' for x in ds)} ({pm(ds, '+.3f')})" if ds and v != m else "")
+        print(f"| {m} | " + " | ".join(cells) + " |")
+    print()
+    print("| small bone | " + " | ".join(order[:2] + methods) + " |")
+    print("|---|" + "---|" * (2 + len(methods)))
+    for b in SMALL_BONES:
+        vals = []
+        for m in order[:2] + methods:
+            v = [r["per_bone"][b] for r in rows if r["method"] == m and (m == "ceiling" or r["fraction"] != 0.1)]
+            vals.append(pm(v, ".2f"))
+        print(f"| {b} | " + " | ".join(vals) + " |")
+
+
+if __name__ == "__main__":
+    main()
