@@ -83,6 +83,7 @@ class StudyConfig:
     stage_args: list[str] = field(default_factory=list)  # extra key=value for every segmentation stage
     worst_k: int = 4
     browser_check: bool = True  # open the report in headless Chromium (where installed) and save report.png
+    report_only: bool = False  # run nothing: results, summary and report from the finished cells under out_dir
 
 
 def dotlist(prefix: str, node) -> list[str]:
@@ -217,9 +218,17 @@ class Study:
     def run(self) -> Path:
         c = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        config.save(c, self.out / "study.yaml")
+        if not c.report_only:
+            config.save(c, self.out / "study.yaml")
         rows = []
-        for init in c.grid.inits:
+        if c.report_only:  # every finished cell, whatever grid made it (e.g. several partial runs side by side)
+            rows = [json.loads(p.read_text()) for p in sorted(self.out.glob("*/*/*/s*/result.json"))]
+            if not rows:
+                raise FileNotFoundError(f"{self.out}: no finished cell (result.json) to report")
+            order = {m: i for i, m in enumerate(["ceiling", "finetune", *METHODS])}
+            rows.sort(key=lambda r: (r["init"], r["seed"], -r["fraction"] if r["method"] == "ceiling" else 0,
+                                     r["fraction"], order.get(r["method"], 99)))
+        for init in ([] if c.report_only else c.grid.inits):
             for seed in c.grid.seeds:
                 ceiling = None
                 if c.grid.ceiling:

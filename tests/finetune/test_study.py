@@ -84,6 +84,12 @@ def test_lowlabel_benchmark_tiny(tmp_path):
     assert "gap recovered" in summary and "±" in summary  # two seeds: mean ± sd
     assert "− labelled-only (paired)" in summary and "Wall time per seed" in summary
     assert (out / "figures" / "per_bone_gain.png").stat().st_size > 10_000
+    # report_only: the same table from the finished cells, running nothing
+    before = sorted(tuple(r.values()) for r in rows)
+    (out / "results.csv").unlink()
+    out_text = launch("finetune/study.py", [f"out_dir={out}", "report_only=true", "browser_check=false"], cache)
+    assert "running" not in out_text
+    assert sorted(tuple(r.values()) for r in csv.DictReader(open(out / "results.csv"))) == before
 
 
 @pytest.mark.slow
