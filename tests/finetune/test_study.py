@@ -10,8 +10,8 @@ from conftest import ROOT, launch
 
 TINY_STUDY = ["data.phantom.people=6", "data.phantom.test_people=1", "data.phantom.size=96", "data.resolution=64",
               "data.workers=1", "data.folds=2", "steps.pretrain=2", "steps.finetune=2", "steps.experts=2",
-              "steps.distill=2", "steps.ceiling=2", "batch_size=2", "pretrain_args=[train.batch_size=4,views.size=32,train.workers=0]",
-              "stage_args=[loop.workers=0]", "worst_k=2"]
+              "steps.distill=2", "steps.ceiling=2", "batch_size=2",
+              "pretrain_args=[train.batch_size=4,views.size=32,train.workers=0]", "stage_args=[loop.workers=0]", "worst_k=2"]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,7 @@ def test_lowlabel_benchmark_tiny(tmp_path):
 
 @pytest.mark.slow
 def test_lowlabel_benchmark_one_seed(tmp_path):
-    """One seed of the real benchmark (over an hour on 2 cores at its 1200/3000-step schedule): ``pytest -m slow``."""
+    """One seed of the real benchmark (over an hour on 2 cores at its 1200/3000-step schedule): `pytest -m slow`."""
     cache = tmp_path / "cache"
     cache.mkdir()
     out = tmp_path / "lowlabel"
