@@ -41,7 +41,7 @@ def main() -> None:
     for r in rows:
         groups[(r["init"], r["fraction"], r["method"])][r["seed"]] = r
     print(f"| labels | method | Dice per seed ({', '.join(f's{s}' for s in seeds)}) | mean ± sd | "
-          "− labelled-only per seed | gap recovered per seed | gap mean ± sd | wall per seed (min) |")
+          "− labelled-only per seed | gap recovered per seed | gap mean ± sd | cell wall per seed (min) |")
     print("|---|---|---|---|---|---|---|---|")
     order = ["ceiling", "finetune", "pooloff", "selftrain", "meanteacher", "cosup", "bcp"]
     for (init, frac, method), by_seed in sorted(groups.items(), key=lambda t: (-t[0][1], order.index(t[0][2])
