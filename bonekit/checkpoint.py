@@ -11,6 +11,8 @@ import json
 import shutil
 from pathlib import Path
 
+from bonekit.errors import DataError
+
 
 def checkpoints(run_dir: str | Path) -> list[Path]:
     d = Path(run_dir) / "checkpoints"
@@ -42,8 +44,6 @@ def save(accelerator, run_dir: Path, step: int, config: dict, keep: int = 1, ext
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         prev = latest(run_dir)
-        from bonekit.errors import DataError
-
         raise DataError(tmp, f"could not write the checkpoint of step {step} ({e.strerror or e}); "
                              + (f"the newest complete one, {prev.name}, is intact: " if prev else
                                 "no complete checkpoint exists yet: ")

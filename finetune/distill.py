@@ -24,7 +24,6 @@ from omegaconf import OmegaConf
 
 from bonekit import checkpoint, config, metrics
 from bonekit.accel import make_accelerator
-from bonekit.cache import Cache
 from bonekit.cli import run
 from bonekit.config import DataConfig, LabelsConfig
 from bonekit.engine import check_config, prepare_training
@@ -102,7 +101,8 @@ def main(argv: list[str] | None = None) -> Path:
     run_dir = start_run(cfg, "distill", accelerator)
     d = setup(cfg.data, accelerator, lab["fraction"], lab["seed"], cfg.eval_resolution)
     if manifest and (sorted(d.labelled.tolist()) != sorted(manifest.labelled)
-                     or sorted(d.pool.tolist()) != sorted(manifest.pool) or len(d.cache) != len(Cache.open(manifest.cache))):
+                     or sorted(d.pool.tolist()) != sorted(manifest.pool)
+                     or len(d.cache) != len(set(manifest.train) | set(manifest.val) | set(manifest.pool))):
         raise ValueError(f"the student's data differs from the experts' (label subset of fraction {lab['fraction']}, "
                          f"seed {lab['seed']}): use the same data.root and data.phantom settings")
     k = len(d.classes)
