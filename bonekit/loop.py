@@ -27,7 +27,7 @@ from bonekit.engine import (
 )
 from bonekit.maskbits import unpack
 from bonekit.metrics import DiceTable, counts_from_logits, format_per_class, summarise
-from bonekit.models import save_model
+from bonekit.models import link_or_copy, save_model
 from bonekit.runlog import Progress, RunLog
 from bonekit.tiles import sliding_window
 
@@ -175,7 +175,11 @@ def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, 
     res.steps, res.images_per_s, res.data_wait = step, prog.rate, prog.wait_share
     finished = step >= cfg.steps  # a run stopped early (stop_at_step) is not finished: no last.safetensors
     if accelerator.is_main_process and finished:
-        save_model(run_dir / "last.safetensors", accelerator.unwrap_model(model), model_meta)
+        if res.best_step == step and (run_dir / "best.safetensors").is_file():
+            # The best model is the final one (always so without eval_every): one file on disk, two names.
+            link_or_copy(run_dir / "best.safetensors", run_dir / "last.safetensors")
+        else:
+            save_model(run_dir / "last.safetensors", accelerator.unwrap_model(model), model_meta)
     if accelerator.is_main_process:
         log.plot(["loss"], run_dir / "loss.png", "training loss")
         if any("val_dice" in r for r in log.rows):

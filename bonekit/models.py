@@ -8,6 +8,8 @@ Nothing is ever downloaded: ``encoder_weights=None`` everywhere.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,8 +157,27 @@ def save_model(path: str | Path, model: nn.Module, meta: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(sd, str(path), metadata={"format": "bonekit-model-v1", "meta": json.dumps(meta)})
+    # Written beside and renamed: a kill mid-write never leaves a torn file under the real name, and a file
+    # that shares its data with another name (last.safetensors linked to best.safetensors) is replaced, not
+    # overwritten through the link.
+    tmp = path.with_name(path.name + ".partial")
+    save_file(sd, str(tmp), metadata={"format": "bonekit-model-v1", "meta": json.dumps(meta)})
+    os.replace(tmp, path)
     return path
+
+
+def link_or_copy(src: str | Path, dst: str | Path) -> Path:
+    """``dst`` holds the same bytes as ``src``: a hard link where the file system allows (no second copy on
+    disk), else a copy; replaced atomically either way."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(dst.name + ".partial")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    return dst
 
 
 def read_model_meta(path: str | Path) -> dict:

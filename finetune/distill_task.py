@@ -54,7 +54,7 @@ class KDConfig:
     rampup: float = 0.0  # share of the steps over which the pool weight rises from 0 (sigmoid-shaped)
     ema: float = 0.0  # mean teacher: EMA momentum of a teacher that labels the pool online (0: stored targets)
     strong: bool = False  # strong views (intensity, Cutout, CutMix) for the student on pool images
-    separate_bn: bool = False  # labelled and pool images in separate forward passes (batch-norm statistics apart)
+    separate_bn: bool = True  # labelled and pool images in separate forward passes (batch-norm statistics apart)
     denoise: bool = True  # from round 1 on: keep the targets the previous student finds most plausible
     min_keep: float = 0.5  # the smallest share of pool targets kept per bone when denoising
     bcp: bool = False  # bidirectional copy-paste between labelled and pool images (BCP)

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from bonekit import config
+from bonekit import checkpoint, config
 from bonekit.cli import run
 from bonekit.config import DataConfig
 from bonekit.metrics import pgr, pgr_of_means
@@ -302,6 +302,8 @@ class Study:
                                            ceiling["mean_dice"])
         done.parent.mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps(row, indent=1))
+        # A finished cell is never resumed: its optimizer state (twice the weights) goes; last.safetensors stays.
+        checkpoint.prune_finished(cell)
         return row
 
     def write(self, rows: list[dict]) -> None:

@@ -1,6 +1,7 @@
 """finetune: entry scripts under accelerate/torchrun on tiny phantom data, resume exactness, evaluate's numbers
 against a numpy recomputation, submission CSV round trip, voting, losses, bad inputs."""
 
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,8 @@ def trained(tmp_path_factory):
     launch("finetune/train.py", common + [f"run_dir={tmp / 'full'}"], cache)
     launch("finetune/train.py", common + [f"run_dir={tmp / 'split'}", "loop.stop_at_step=2"], cache)
     out = launch("finetune/train.py", common + [f"run_dir={tmp / 'split'}", "resume=auto"], cache)
-    return tmp, cache, out
+    yield tmp, cache, out
+    shutil.rmtree(tmp, ignore_errors=True)  # CI disks are small: a module's runs go when the module is done
 
 
 def test_train_writes_run_and_prints_per_bone(trained):
