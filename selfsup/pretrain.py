@@ -58,8 +58,8 @@ class MethodConfig:
 @dataclass
 class ProbeConfig:
     every: int = 0  # steps between probes (0 = off); also probed before the first step and at the end
-    images: int = 8  # labelled images to fit the 1x1 head on, and as many to score it on
-    steps: int = 60  # optimizer steps of the probe's head
+    images: int = 8  # labelled images to fit the check's light decoder on, and as many (other people) to score it on
+    steps: int = 300  # Adam steps of the light decoder on the frozen features
 
 
 @dataclass
@@ -121,23 +121,16 @@ def make_probe(cfg, accelerator):
     Runs on the main process only (other processes get NaN): it is a yardstick, not part of the training."""
     if cfg.probe.every <= 0:
         return None
-    from omegaconf import OmegaConf
+    from selfsup.probe import check_images, probe
 
-    from selfsup.probe import probe
-
-    classes = list(OmegaConf.to_container(cfg.data.classes))
     with accelerator.main_process_first():
-        recs = discover(resolve_root(cfg.data, "train"), labels="required")
-        recs = recs[: 2 * cfg.probe.images]
-        lab = build(recs, cfg.data.resolution, classes, cfg.data.cache_dir or None, workers=cfg.data.workers,
-                    progress=False)
-    n = len(lab) // 2
-    train, test = list(range(n)), list(range(n, 2 * n))
+        lab, train, test = check_images(cfg.data, cfg.probe.images)
+    k = len(cfg.data.classes)
 
     def run(encoder) -> float:
         if not accelerator.is_main_process:
             return float("nan")
-        return probe(encoder, lab, train, test, len(classes), accelerator.device, cfg.probe.steps, cfg.data.slices)
+        return probe(encoder, lab, train, test, k, accelerator.device, cfg.probe.steps, cfg.data.slices)
 
     return run
 
@@ -201,7 +194,7 @@ def main(argv: list[str] | None = None) -> Path:
         if run_probe and (step % cfg.probe.every == 0 or step == total):
             d = run_probe(net.encoder)
             log.log(step, probe_dice=d)
-            accelerator.print(f"\nprobe at step {step}: frozen encoder + 1x1 head, Dice {d:.4f}")
+            accelerator.print(f"\nencoder check at step {step}: frozen encoder + light decoder, Dice {d:.4f}")
         if step % cfg.train.save_every == 0 or step == total:
             log.flush()
             checkpoint.save(accelerator, run_dir, step, config.to_dict(cfg), keep=cfg.train.keep_checkpoints)
@@ -215,7 +208,7 @@ def main(argv: list[str] | None = None) -> Path:
                      extra={"method": cfg.method.name, "steps": step})
         log.plot(["loss"], run_dir / "loss.png", f"{cfg.method.name} / {cfg.encoder}")
         if run_probe:
-            log.plot(["probe_dice"], run_dir / "probe.png", "probe: frozen encoder + 1x1 head, Dice")
+            log.plot(["probe_dice"], run_dir / "probe.png", "encoder check: frozen encoder + light decoder, Dice")
         log.close()
         print(f"pretraining: {step} steps, {prog.rate:.1f} img/s, data wait {prog.wait_share:.0%}; "
               f"encoder -> {run_dir / 'encoder.safetensors'}")

@@ -63,7 +63,7 @@ def test_entry_script_resume_and_strict_smp_load(tmp_path):
     full = tmp_path / "full"
     out = launch("selfsup/pretrain.py", common + [f"run_dir={full}", "probe.every=4", "probe.images=2", "probe.steps=3"], cache)
     assert (full / "loss.png").is_file() and (full / "config.yaml").is_file() and (full / "tb").is_dir()
-    assert "probe at step 4" in out and (full / "probe.png").is_file()
+    assert "encoder check at step 4" in out and (full / "probe.png").is_file()
     probes = [float(r["probe_dice"]) for r in csv.DictReader(open(full / "metrics.csv")) if r.get("probe_dice")]
     assert len(probes) == 2 and all(0.0 <= p <= 1.0 for p in probes)
     split = tmp_path / "split"
