@@ -1,19 +1,18 @@
 """The encoder check (selfsup/probe.py): reads bone information from frozen features when they carry it, not when
 they do not; keeps people apart; never moves a run's random state. Its ranking of real encoders at the benchmark's
-scale is measured in docs/results.md (``bench/encoder_check.py``) and by the slow test here."""
+scale (which needs encoders trained for minutes, not seconds) is measured in docs/results.md
+(``bench/encoder_check.py``)."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from bonekit.config import DataConfig
-from bonekit.losses import bce, soft_dice
 from bonekit.maskbits import unpack
-from bonekit.models import make_encoder, make_segmenter
+from bonekit.models import make_encoder
 from selfsup.probe import check_images, probe, split_people
 
 
@@ -65,27 +64,3 @@ def test_check_reads_bones_from_features_that_carry_them(tmp_path):
     print(f"check: label features {informed:.4f}, random encoder {random:.4f}")
     # At 64 px a finger bone is under one stride-4 cell, so even perfect features stop near 0.2 here.
     assert informed > 0.15 and random < 0.05, (informed, random)
-
-
-@pytest.mark.slow
-def test_check_ranks_a_supervised_encoder_above_a_random_one(tmp_path):
-    """The benchmark's phantom at 128 px: an encoder trained 300 steps on other people's labels. (On the classic
-    phantom a random encoder already scores 0.12 against 0.16: its hands vary too little to need good features.)"""
-    data = _data(tmp_path, people=10, size=256, resolution=128, variation="wide")
-    cache, train, test = check_images(data, 8)
-    k = len(data.classes)
-    x, y = _batch(cache, train, k)
-    torch.manual_seed(0)
-    model = make_segmenter("unet", "resnet18", 1, k)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(300):
-        logits = model(x)
-        loss = bce(logits, y) + soft_dice(logits, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    trained = probe(model.encoder, cache, train, test, k, torch.device("cpu"))
-    torch.manual_seed(1)
-    random = probe(make_encoder("resnet18", 1), cache, train, test, k, torch.device("cpu"))
-    print(f"check: supervised encoder {trained:.4f}, random encoder {random:.4f}")
-    assert trained > 2 * random, (trained, random)
