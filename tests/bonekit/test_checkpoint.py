@@ -53,3 +53,24 @@ def test_a_checkpoint_killed_before_its_rename_is_never_resumed(tmp_path):
     assert checkpoint.latest(tmp_path).name == "step_0000010"
     checkpoint.save(acc, tmp_path, 20, {})  # saving that step again replaces the leftover
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_0000020"]
+
+
+def test_a_model_file_linked_to_another_is_replaced_not_written_through(tmp_path):
+    """last.safetensors may be a hard link to best.safetensors: saving a new best must leave last as it was."""
+    import torch
+    from safetensors.torch import load_file
+
+    from bonekit.models import link_or_copy, save_model
+
+    net = torch.nn.Linear(2, 2)
+    save_model(tmp_path / "best.safetensors", net, {"step": 1})
+    link_or_copy(tmp_path / "best.safetensors", tmp_path / "last.safetensors")
+    assert (tmp_path / "last.safetensors").samefile(tmp_path / "best.safetensors")
+    before = load_file(str(tmp_path / "last.safetensors"))
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    save_model(tmp_path / "best.safetensors", net, {"step": 2})
+    after = load_file(str(tmp_path / "last.safetensors"))
+    assert torch.equal(before["weight"], after["weight"])
+    assert not torch.equal(load_file(str(tmp_path / "best.safetensors"))["weight"], after["weight"])
+    assert not list(tmp_path.glob("*.partial"))

@@ -67,6 +67,11 @@ def test_lowlabel_benchmark_tiny(tmp_path):
     methods = [(r["method"], r["fraction"]) for r in rows if r["seed"] == "0"]
     assert methods == [("ceiling", "1.0"), *[(m, "0.5") for m in ("finetune", "pooloff", "selftrain", "meanteacher",
                                                                    "cosup", "bcp")], ("finetune", "0.1")]
+    # finished cells keep their models, not their optimizer states; best and last are one file when the same model
+    cell = out / "scratch" / "finetune" / "f0.5" / "s0"
+    assert (cell / "last.safetensors").is_file() and not (cell / "checkpoints").exists()
+    assert not list(out.glob("**/checkpoints/step_*"))
+    assert (cell / "last.safetensors").samefile(cell / "best.safetensors")
     bcp_cfg = (out / "scratch" / "bcp" / "f0.5" / "s0" / "student" / "config.yaml").read_text()
     assert "student_init:" in bcp_cfg and "finetune" in bcp_cfg.split("student_init:")[1].splitlines()[0]
     def dice(method, frac, seed):  # unrounded, from the cell's result.json
