@@ -67,8 +67,9 @@ class FitResult:
 
 @torch.no_grad()
 def validate(accelerator, model, loader, n_classes: int, out_classes: list[int], threshold=0.5,
-             channels_last: bool = False, tile: int = 0) -> np.ndarray:
-    """Dice ``[N, K_out]`` per (image, class) at the label resolution, counted on the device."""
+             channels_last: bool = False, tile: int = 0, gather: bool = True) -> np.ndarray:
+    """Dice ``[N, K_out]`` per (image, class) at the label resolution, counted on the device. ``gather=False`` for a
+    plain loader that one process reads whole (no collective call: the other processes may not be there)."""
     model.eval()
     table = DiceTable()
     for batch in loader:
@@ -84,7 +85,9 @@ def validate(accelerator, model, loader, n_classes: int, out_classes: list[int],
         # Upsampling and thresholding at the label's resolution happen one image at a time to bound memory.
         rows = [torch.stack(counts_from_logits(logits[i : i + 1].float(), target[i : i + 1], threshold), 1)
                 for i in range(len(x))]
-        c = accelerator.gather_for_metrics(torch.cat(rows))  # [n, 3, K]: small integers only
+        c = torch.cat(rows)  # [n, 3, K]: small integers only
+        if gather:
+            c = accelerator.gather_for_metrics(c)
         table.add(c[:, 0], c[:, 1], c[:, 2])
     model.train()
     return table.dice()

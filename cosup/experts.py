@@ -171,7 +171,8 @@ def train_crop_experts(cfg, d, results: list[dict], run_dir: Path, accelerator) 
         fine = load_model(edir / "last.safetensors")[0].to(accelerator.device).eval()
         loc = load_model(coarse["checkpoint"])[0].to(accelerator.device).eval()
         per_class, mean = summarise(validate(accelerator, CropModule(loc, fine, size, cfg.partition.crop_margin, source),
-                                             DataLoader(d.val, batch_size=cfg.loop.val_batch_size), len(d.classes), out))
+                                             DataLoader(d.val, batch_size=cfg.loop.val_batch_size), len(d.classes), out,
+                                             gather=False))  # each process reads the whole fold
         accelerator.print(f"expert {g}-crop: {size}px crops cut from {src_res}px, located by the {g} expert: "
                           f"validation Dice {mean:.4f} (whole-image {g} expert: {coarse['val_dice']:.4f})")
         by_name[g] = {**coarse, "name": f"{g}-crop", "checkpoint": str((edir / "last.safetensors").resolve()),

@@ -168,7 +168,8 @@ def report(cfg, manifest, d, student_path: str, run_dir: Path, accelerator) -> N
     loader = DataLoader(d.val, batch_size=cfg.loop.val_batch_size)
 
     def score(model) -> np.ndarray:
-        return summarise(validate(accelerator, model.to(device), loader, k, list(range(k))))[0]
+        # Main process only, on a plain loader: no gather (the other processes have finished).
+        return summarise(validate(accelerator, model.to(device), loader, k, list(range(k)), gather=False))[0]
 
     rows: dict[str, np.ndarray] = {}
     student, _ = load_model(student_path, d.classes)

@@ -283,7 +283,9 @@ class DistillTask:
         if gt is None:
             gt = t["labelled"].view(-1, 1, 1, 1).expand(logits.shape[0], 1, *logits.shape[-2:])
         lab = gt.flatten(1).any(1)  # samples with ground-truth pixels
-        total = logits.new_zeros(())
+        # Zero that is still a function of the logits: a process whose share of the batch has no loss term (all pool
+        # images in the pooloff control) must still backpropagate, or its gradient all-reduce never happens.
+        total = logits.sum() * 0.0
         if lab.any():  # ground truth: a mean over those samples, at full weight whatever their share
             g = gt[lab]
             ig = None if bool(g.all()) else (~g).expand_as(t["y"][lab])

@@ -1,10 +1,12 @@
 """finetune/distill.py: label -> distill through accelerate with resume across rounds, ignore masks in the KD
 losses, PGR arithmetic, the pool's ground truth hidden from the student."""
 
+import csv
+
 import numpy as np
 import pytest
 import torch
-from conftest import launch
+from conftest import COSUP_ARGS, launch
 from safetensors.torch import load_file
 
 from bonekit.errors import ConfigError
@@ -219,3 +221,18 @@ def test_separate_bn_keeps_pool_images_out_of_the_labelled_normalisation():
         task = _task(separate_bn=separate)
         a, b = task.forward(model, x, t), task.forward(model, x2, t)
         assert torch.allclose(a[lab], b[lab]) is same, separate
+
+
+def test_distill_runs_in_two_processes(experts):
+    """torchrun, 2 processes, with the crop experts' targets: the pooloff control (a process may hold only pool
+    images: no loss term, yet it must join the gradient all-reduce) and BCP + EMA + separate batch-norm passes
+    (two forward passes per step under DDP). The report, main process only, makes no collective call."""
+    tmp, cache = experts
+    common = COSUP_ARGS + ["loop.batch_size=4", "loop.steps=2"]
+    for name, extra in [("pooloff", ["kd.weight_kd=0"]), ("bcp", ["kd.ema=0.99", "kd.bcp=true", "kd.strong=true"]),
+                        ("experts", [f"experts={tmp / 'experts'}"])]:
+        launch("finetune/distill.py", common + extra + [f"run_dir={tmp / ('ddp_' + name)}"], cache, nproc=2)
+        assert "| finger-1 |" in (tmp / f"ddp_{name}" / "report.md").read_text(), name
+        with open(tmp / f"ddp_{name}" / "round0" / "metrics.csv") as f:
+            losses = [float(r["loss"]) for r in csv.DictReader(f) if r.get("loss")]
+        assert losses and np.isfinite(losses).all(), name
