@@ -22,7 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bonekit.config import DataConfig  # noqa: E402
-from bonekit.models import encoder_of, load_encoder, load_model, make_encoder, read_encoder_meta  # noqa: E402
+from bonekit.models import (  # noqa: E402
+    encoder_of,
+    load_encoder,
+    load_model,
+    make_encoder,
+    read_encoder_meta,
+)
 from selfsup.probe import check_images, probe  # noqa: E402
 
 
