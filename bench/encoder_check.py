@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--encoder", default="resnet18")
     args, overrides = ap.parse_known_args(argv)
     bench = OmegaConf.load(ROOT / "configs" / "lowlabel.yaml")
-    data = OmegaConf.merge(OmegaConf.structured(DataConfig), bench.data, OmegaConf.from_dotlist([o.removeprefix("data.") for o in overrides]))
+    overrides = OmegaConf.from_dotlist([o.removeprefix("data.") for o in overrides])
+    data = OmegaConf.merge(OmegaConf.structured(DataConfig), bench.data, overrides)
     cache, train, test = check_images(data, args.images)
     print(f"encoder check: {len(train)} training / {len(test)} test images (other people), {args.steps} steps, "
           f"{data.resolution} px, phantom variation {data.phantom.variation}")

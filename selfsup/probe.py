@@ -23,7 +23,7 @@ from bonekit.cache import Cache, build
 from bonekit.data import resolve_root
 from bonekit.errors import ConfigError
 from bonekit.formats import discover
-from bonekit.losses import bce, soft_dice
+from bonekit.losses import segmentation_loss
 from bonekit.maskbits import unpack
 from bonekit.metrics import counts_from_logits, dice_from_counts
 
@@ -79,11 +79,12 @@ def probe(encoder, cache: Cache, train: list[int], test: list[int], k: int, devi
         torch.manual_seed(0)
         dec = LightDecoder([f.shape[1] for f in ft], k).to(device)
     opt = torch.optim.Adam(dec.parameters(), lr=lr)
+    loss_fn = segmentation_loss("bce_dice")
     target = F.interpolate(yt, size=ft[0].shape[-2:], mode="area")  # soft targets at stride 4
     with torch.enable_grad():
         for _ in range(steps):
             logits = dec(ft)
-            loss = bce(logits, target) + soft_dice(logits, target)
+            loss = loss_fn(logits, target)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -102,14 +103,12 @@ def split_people(persons: list[str], n: int) -> tuple[list[int], list[int]]:
     train: list[int] = []
     test: list[int] = []
     for idx in order.values():
-        side = train if len(train) <= len(test) else test
-        if len(side) < n:
-            side.extend(idx[: n - len(side)])
-        elif len(train) < n or len(test) < n:
-            other = test if side is train else train
-            other.extend(idx[: n - len(other)])
-        if len(train) >= n and len(test) >= n:
+        side = train if len(train) <= len(test) else test  # the smaller side takes the next person...
+        if len(side) >= n:
+            side = test if side is train else train  # ...unless it is full
+        if len(side) >= n:
             break
+        side.extend(idx[: n - len(side)])
     return train, test
 
 
