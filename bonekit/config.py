@@ -34,7 +34,7 @@ class DataConfig:
     phantom: Spec = field(default_factory=Spec)
     classes: list[str] = field(default_factory=lambda: list(HAND29))
     resolution: int = 256  # training resolution (square); evaluation goes back to each label's own size
-    slices: int = 1  # 2k+1 adjacent slices as channels; 1 for plain radiographs
+    slices: int = 1  # 2k+1 adjacent slices as channels; 1 for plain radiographs (or one slice of a volume)
     cache_dir: str = ""  # "" -> $BONEKIT_CACHE or ~/.cache/bonekit
     folds: int = 5
     fold: int = 0  # validation fold (person-grouped)

@@ -15,7 +15,7 @@ def phantom_spec(data: DictConfig) -> Spec:
 
 def resolve_root(data: DictConfig, split: str = "train") -> Path:
     """The folder of ``split`` (train | test): ``data.root`` / ``data.test_root`` when set, else the phantom's
-    split (its ``volumes/<split>`` when slices > 1). A split that does not exist is an error, never another
+    split (its ``volumes/<split>`` with ``data.phantom.volumes``: one frame per slice). A split that does not exist is an error, never another
     split's data under its name."""
     from bonekit.errors import ConfigError
 
@@ -28,9 +28,9 @@ def resolve_root(data: DictConfig, split: str = "train") -> Path:
             return Path(data.test_root)
         raise ConfigError(f"split=test with data.root={data.root}: set data.test_root=<the test folder> (the "
                           "training folder is not scored under the test split's name)")
+    if data.slices > 1 and not data.phantom.volumes:
+        raise ValueError("data.slices > 1 needs volumes: set data.phantom.volumes=true (or a NIfTI data.root)")
     root = ensure(phantom_spec(data), data.cache_dir or None, workers=data.workers)
-    if data.slices > 1:
-        if not data.phantom.volumes:
-            raise ValueError("data.slices > 1 needs volumes: set data.phantom.volumes=true (or a NIfTI data.root)")
-        return root / "volumes" / split
-    return root / split
+    # With volumes every slice is a frame, whatever data.slices: slices=1 is the 2D model on the very frames the
+    # 2.5D model (slices=3) sees, which is what a 2.5D-vs-2D comparison needs.
+    return root / "volumes" / split if data.phantom.volumes else root / split

@@ -223,6 +223,42 @@ def pgr_of_means(rows: list[dict]) -> None:
             r["pgr_mean"] = metrics.pgr_of_means(r["mean_dice"], float(np.mean(list(r["teacher"].values()))), c)
 
 
+def pretraining_effect(rows: list[dict]) -> list[tuple[float, str, list[float]]]:
+    """Per (fraction, method) run from both inits: the paired per-seed differences pretrained − scratch."""
+    by = {(r["init"], r["fraction"], r["method"], r["seed"]): r["mean_dice"] for r in rows}
+    out = defaultdict(list)
+    for (init, f, m, seed), v in sorted(by.items(), key=lambda t: (t[0][1], t[0][2], t[0][3])):
+        if init == "pretrained" and ("scratch", f, m, seed) in by:
+            out[(f, m)].append(v - by[("scratch", f, m, seed)])
+    return [(f, m, d) for (f, m), d in sorted(out.items(), key=lambda t: (-t[0][0] if t[0][1] == "ceiling" else t[0][0], t[0][1]))]
+
+
+def plot_pretraining(metrics_csv: Path, path: Path) -> Path | None:
+    """The pretraining run's loss and encoder-check Dice against step, side by side (its metrics.csv)."""
+    import csv
+
+    if not metrics_csv.is_file():
+        return None
+    with open(metrics_csv) as f:
+        rows = list(csv.DictReader(f))
+    series = {k: [(int(r["step"]), float(r[k])) for r in rows if r.get(k) not in (None, "")]
+              for k in ("loss", "probe_dice")}
+    if not series["loss"]:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), dpi=110)
+    for ax, (k, title) in zip(axes, [("loss", "pretraining loss"), ("probe_dice", "encoder check Dice (frozen)")]):
+        if series[k]:
+            ax.plot(*zip(*series[k]), marker="o" if k == "probe_dice" else None)
+        ax.set_xlabel("step")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def write_markdown(out: Path, rows: list[dict]) -> Path:
     """``summary.md``: per (fraction, init, method), mean ± sd over seeds of the mean Dice, the teacher's Dice,
     the PGR of the means and the gap recovered."""
@@ -248,6 +284,13 @@ def write_markdown(out: Path, rows: list[dict]) -> Path:
               "Dice; empty where undefined (no teacher, or the ceiling does not beat the teacher). − labelled-only: "
               "the per-seed difference to the labelled-only student of the same seed (same label subset), mean ± sd; "
               "wins: seeds where the method is ahead."]
+    effect = pretraining_effect(rows)
+    if effect:
+        lines += ["", "| labels | method | seeds | pretrained − scratch (paired) | wins |", "|---|---|---|---|---|"]
+        lines += [f"| {100 * f:g}% | {m} | {len(d)} | {_pm(d, '+.4f')} | {sum(x > 0 for x in d)}/{len(d)} |"
+                  for f, m, d in effect]
+        lines += ["", "pretrained − scratch: per seed, the same arm, label subset and schedule from the pretrained "
+                  "encoder minus from scratch; a gain counts when its mean exceeds its sd."]
     walls = defaultdict(float)
     for r in rows:
         walls[(r["init"], r["seed"])] += float(r.get("wall_s") or 0)
@@ -304,6 +347,17 @@ def write_report(out: Path, rows: list[dict], cfg) -> Path:
             parts.append("<h2>PGR per bone</h2><p>Not drawn: no bone has a ceiling that beats its teacher by more "
                          "than 0.05 Dice, so the gap a student could recover is undefined (PGR = (student - teacher) "
                          "/ (ceiling - teacher)).</p>")
+        pre = plot_pretraining(out / "pretrain" / "metrics.csv", figs / "pretraining.png")
+        effect = pretraining_effect(rows)
+        if pre or effect:
+            table = "".join(f"<tr><td>{100 * f:g}%</td><td>{m}</td><td>{len(d)}</td><td>{_pm(d, '+.4f')}</td>"
+                            f"<td>{sum(x > 0 for x in d)}/{len(d)}</td></tr>" for f, m, d in effect)
+            parts.append("<h2>Pretraining</h2><p>The study's pretraining run (its loss, and the encoder check: a light "
+                         "decoder on the frozen encoder, fitted on a few labelled images and scored on other people) "
+                         "and what it changed downstream, paired per seed.</p>"
+                         + (_img(pre, "pretraining curves", "900px") if pre else "")
+                         + (f"<table><tr><th>labels</th><th>method</th><th>seeds</th><th>pretrained − scratch</th>"
+                            f"<th>wins</th></tr>{table}</table>" if effect else ""))
         curves = plot_curves(rows, figs / "val_curves.png")
         if curves:
             parts.append("<h2>Validation curves</h2><p>Mean Dice on the validation fold during training, for "

@@ -21,7 +21,7 @@ class Spec:
     seed: int = 0  # the whole dataset is a pure function of the spec
     bent_share: float = 0.11  # share of bent/rotated wrists (0.58 mimics the real test set's shift)
     test_bent_share: float | None = None  # the test split's share (None: the same as bent_share)
-    volumes: bool = False  # also write CT-like NIfTI volumes for 2.5D inputs
+    volumes: bool = False  # write CT-like NIfTI volumes and train on their slices (data.slices 1: 2D, 3: 2.5D)
     volume_size: int = 128  # side of those volumes, voxels
     variation: str = "classic"  # classic (the first phantom) | wide (children, poses, clutter, exposures: phantom.md)
 

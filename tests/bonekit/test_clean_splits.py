@@ -30,8 +30,9 @@ def test_no_test_person_in_training_or_pretraining(slices, tmp_path, monkeypatch
     cache, frames = load_frames(cfg, LocalAccelerator())
     pre = {cache.persons[i] for i in frames}
     assert pre and not pre & test_people and not pre & people(d.val_idx)  # validation fold excluded by default
-    if slices == 3:  # one frame per slice, each volume once
-        assert len({(f["image"], f["slice"]) for f in cache.frames}) == len(cache.frames)
+    # volumes: one frame per slice, each volume once, for 2D (slices=1) as for 2.5D
+    assert all(f["kind"] == "volume" for f in cache.frames)
+    assert len({(f["image"], f["slice"]) for f in cache.frames}) == len(cache.frames)
     cfg_all = config.load(PretrainConfig, ARGS + [f"data.slices={slices}", "include_val=true"])
     cache, frames = load_frames(cfg_all, LocalAccelerator())
     assert people(d.val_idx) <= {cache.persons[i] for i in frames}

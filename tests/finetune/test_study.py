@@ -32,8 +32,27 @@ def test_demo_runs_every_stage_and_writes_results(study):
     assert [(r["method"], r["fraction"]) for r in rows] == [("ceiling", "1.0"), ("finetune", "0.1"), ("cosup", "0.1")]
     assert all(0.0 <= float(r["mean_dice"]) <= 1.0 for r in rows) and rows[2]["pgr_mean"] != ""
     assert (out / "pretrain" / "encoder.safetensors").is_file()  # pretrained once, shared by the cells
-    for f in ("dice_vs_fraction.png", "per_bone_heatmap.png", "pgr.png"):
+    for f in ("dice_vs_fraction.png", "per_bone_heatmap.png", "pgr.png", "pretraining.png"):
         assert (out / "figures" / f).is_file()
+
+
+def test_pretraining_effect_is_paired_per_seed(tmp_path):
+    """pretrained − scratch is taken per seed on the same arm and fraction; unpaired cells stay out."""
+    from finetune.report_html import pretraining_effect, write_markdown
+
+    def row(init, method, frac, seed, dice):
+        return {"init": init, "method": method, "fraction": frac, "seed": seed, "mean_dice": dice,
+                "per_bone": {"a": dice}, "wall_s": 1}
+
+    rows = [row("scratch", "finetune", 0.05, 0, 0.40), row("pretrained", "finetune", 0.05, 0, 0.50),
+            row("scratch", "finetune", 0.05, 1, 0.20), row("pretrained", "finetune", 0.05, 1, 0.15),
+            row("pretrained", "finetune", 0.05, 2, 0.90),  # no scratch partner: not paired
+            row("scratch", "finetune", 0.1, 0, 0.5)]
+    effect = pretraining_effect(rows)
+    assert [(f, m) for f, m, _ in effect] == [(0.05, "finetune")]
+    assert effect[0][2] == pytest.approx([0.10, -0.05])
+    md = write_markdown(tmp_path, rows).read_text()
+    assert "| 5% | finetune | 2 | +0.0250 ± 0.1061 | 1/2 |" in md
 
 
 def test_rerun_skips_finished_cells(study):
