@@ -46,13 +46,15 @@ from selfsup.step import ViewPair, method_loss
 # ---------------------------------------------------------------------------------------------------- config
 @dataclass
 class MethodConfig:
-    name: str = "densecl"  # densecl | simclr | byol | moco | vicregl
+    name: str = "densecl"  # densecl | simclr | byol | moco | vicregl | mim
     hidden_dim: int = 512  # projection head hidden width
     out_dim: int = 128  # projection output width
     temperature: float = 0.2  # InfoNCE temperature (densecl, simclr, moco)
     dense_weight: float = 0.5  # DenseCL: share of the dense loss
     dense_level: int = -3  # DenseCL: feature level of the dense loss (-1 deepest, stride 32; -3 stride 8: 12x12 at 96 px)
     momentum: float = 0.99  # EMA start for momentum encoders (cosine to 1.0)
+    mask_ratio: float = 0.6  # MIM: share of a view's patches hidden from the encoder
+    mask_patch: int = 16  # MIM: side of a hidden patch, pixels (views.size must be a multiple of it and of 32)
 
 
 @dataclass
