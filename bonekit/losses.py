@@ -39,13 +39,31 @@ def soft_dice(logits, target, ignore=None, weight=None, eps: float = 1.0) -> tor
 
     Per sample, not over the batch: the mean of per-sample terms is the same whether one process holds the
     batch or several hold parts of it (a batch-wide Dice is not).
+
+    A (sample, class) whose target is empty where it is scored ("no such bone in this image": most classes of
+    most slices of a volume) gets no Dice term; the BCE term teaches it. With eps = 1 its Dice term would be
+    ``1 - 1 / (predicted pixels + 1)``: half the loss of missing a whole bone for one predicted pixel, which
+    taught volume slices to predict nothing at all. Radiographs, where every bone is in every image, are
+    unchanged (bit-identical); fully ignored pairs keep their zero term as before.
     """
     keep = _keep(ignore, logits)
     p = torch.sigmoid(logits.float()) * keep
     t = target.float() * keep
     inter = (p * t).sum((2, 3))
     den = p.sum((2, 3)) + t.sum((2, 3))
-    return _class_mean((1 - (2 * inter + eps) / (den + eps)).mean(0), weight)
+    per = 1 - (2 * inter + eps) / (den + eps)  # [B, K]
+    absent = (t.sum((2, 3)) == 0) & (keep.sum((2, 3)) > 0)
+    if not bool(absent.any()):
+        return _class_mean(per.mean(0), weight)
+    scored = (~absent).to(per.dtype)
+    n = scored.sum(0)  # samples scored per class
+    per_class = (per * scored).sum(0) / n.clamp(min=1)
+    present = n > 0  # classes with no scored sample in this batch drop out of the class mean
+    if not bool(present.any()):
+        return per.sum() * 0.0  # nothing to score; still a function of the logits (DDP needs a graph)
+    w = torch.ones_like(per_class) if weight is None else weight.to(per_class)
+    w = w * present.to(w.dtype)
+    return (per_class * w).sum() / w.sum()
 
 
 def soft_jaccard(logits, target, ignore=None, weight=None, eps: float = 1.0) -> torch.Tensor:

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> Path:
         m = pred.combine(probs)
         tp, fp, fn = counts(m[None], gt[None])
         per_image.append(dice_from_counts(tp.double(), fp.double(), fn.double())[0].cpu().numpy())
-        names_img.append(Path(items.labels.frames[int(items.label_indices[i])]["image"]).name)
+        names_img.append(frame_name(items.labels.frames[int(items.label_indices[i])]))
         # Confusion: predicted A where the truth is B and not A (neighbouring bones taken for each other).
         wrong = rearrange(m & ~gt, "k h w -> k (h w)").float()
         confusion += (wrong @ rearrange(gt, "k h w -> (h w) k").float()).double().cpu()  # [K pred, K truth]
@@ -166,10 +166,18 @@ def main(argv: list[str] | None = None) -> Path:
         gt = unpack(it["words"][None].to(device), k)[0]
         m = pred.combine(pred.probs(it["image"][None].float().div(255), gt.shape[-2:]), thr)
         img = items.labels.images[int(items.label_indices[i])]
-        save_rgb(out / "worst" / f"{rank:02d}_{names_img[i]}",
+        base, _, z = names_img[i].partition(":")  # "ID001_L.nii:z012" -> 00_ID001_L_z012.png (cv2 writes PNG only)
+        save_rgb(out / "worst" / f"{rank:02d}_{Path(base).stem}{'_' + z if z else ''}.png",
                  overlay(np.asarray(img), gt.cpu().numpy(), m.cpu().numpy(), f"{names_img[i]}  Dice {dice[i].mean():.4f}"))
     print(f"evaluation -> {out}")
     return out
+
+
+def frame_name(frame: dict) -> str:
+    """A frame's name in tables and overlays: the file name, and ``:z<slice>`` for a slice of a volume (every
+    slice of a volume is its own frame, so the file name alone would repeat)."""
+    name = Path(frame["image"]).name
+    return f"{name}:z{frame['slice']:03d}" if frame.get("kind") == "volume" else name
 
 
 def write_tables(out: Path, names, per_class, dice, names_img) -> None:

@@ -128,6 +128,25 @@ def test_losses():
     t2[0] = 1 - t2[0]
     assert torch.allclose(bce(logits, t, ignore), bce(logits, t2, ignore))
     assert torch.allclose(soft_dice(logits, t, ignore), soft_dice(logits, t2, ignore))
+    # A bone absent from an image (most classes of most volume slices) gets no Dice term: predicting it there
+    # costs only BCE. The old per-pair term charged 1 - 1/(pixels + 1), which taught slices to predict nothing.
+    tt = t.clone()
+    tt[1, 2] = 0
+    lo = logits.clone()
+    lo[1, 2] = -20.0
+    hi = lo.clone()
+    hi[1, 2, :2, :2] = 20.0  # four confident false-positive pixels in the absent pair
+    assert torch.allclose(soft_dice(lo, tt), soft_dice(hi, tt))
+    assert bce(hi, tt) > bce(lo, tt)
+    # where every bone is present (radiographs) the Dice is the plain mean over (sample, class), bit for bit
+    p = torch.sigmoid(logits)
+    t_full = t.clone()
+    t_full[..., 0, 0] = 1.0  # no empty pair
+    p_full = (1 - (2 * (p * t_full).sum((2, 3)) + 1) / (p.sum((2, 3)) + t_full.sum((2, 3)) + 1)).mean(0).mean()
+    assert torch.equal(soft_dice(logits, t_full), p_full)
+    # no scored pair at all: a zero that still carries the graph
+    z = soft_dice(logits.clone().requires_grad_(), torch.zeros_like(t))
+    assert z.item() == 0.0 and z.requires_grad
     # KD is zero when the student equals the teacher, positive otherwise.
     assert kd_binary(logits, torch.sigmoid(logits)).abs() < 1e-5
     assert kd_binary(logits, torch.sigmoid(logits), temperature=2.0).abs() < 1e-5
@@ -148,6 +167,14 @@ def test_two_point_five_d_on_phantom_volumes(tmp_path):
     from bonekit.models import read_model_meta
 
     assert read_model_meta(run / "best.safetensors")["in_channels"] == 3
+    # evaluation names each slice (a volume's file name alone repeats) and writes its overlays as PNG
+    ev = tmp_path / "eval"
+    launch("finetune/evaluate.py", [f"checkpoint={run / 'best.safetensors'}", f"out_dir={ev}", "split=val",
+                                    "worst_k=2"], cache)
+    assert len(list((ev / "worst").glob("*_z*.png"))) == 2
+    rows = (ev / "per_image.csv").read_text().splitlines()[1:]
+    names = [r.split(",")[0] for r in rows]
+    assert len(names) == len(set(names)) > 2 and all(".nii:z" in n for n in names)
 
 
 def test_sliding_window_equals_whole_image_for_a_pointwise_model():
