@@ -53,6 +53,21 @@ def dice_from_counts(tp, fp, fn, eps: float = EPS):
     return (2 * tp + eps) / (2 * tp + fp + fn + eps)
 
 
+def volume_dice(frame_counts: np.ndarray, volume_of: list[str], eps: float = EPS) -> tuple[np.ndarray, list[str]]:
+    """3D Dice per (volume, class): ``frame_counts [N, 3, K]`` (tp, fp, fn of each slice) summed over the slices of
+    each volume (``volume_of[i]``: the volume of slice ``i``) -> (Dice ``[V, K]``, volume names in first-seen order).
+
+    Why not the mean over slices: most classes are absent from most slices of a volume, and the per-slice Dice
+    scores an absent class 1 when nothing is predicted and 0 for one stray pixel, so it measures emptiness more
+    than bones (predicting nothing at all scored 0.83 on the phantom's volumes)."""
+    order = list(dict.fromkeys(volume_of))
+    pos = {v: j for j, v in enumerate(order)}
+    total = np.zeros((len(order), *np.asarray(frame_counts).shape[1:]), dtype=np.float64)
+    for c, v in zip(np.asarray(frame_counts, dtype=np.float64), volume_of):
+        total[pos[v]] += c
+    return dice_from_counts(total[:, 0], total[:, 1], total[:, 2], eps), order
+
+
 def summarise(dice: np.ndarray) -> tuple[np.ndarray, float]:
     """``dice: [N, K]`` per (image, class) -> (per-class mean over images ``[K]``, mean over classes)."""
     per_class = np.asarray(dice, dtype=np.float64).mean(axis=0)

@@ -37,6 +37,7 @@ from bonekit.metrics import (
     dice_from_counts,
     format_per_class,
     per_bone_markdown,
+    volume_dice,
 )
 from bonekit.models import pick_device
 from bonekit.segdata import setup
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> Path:
     items = eval_items(cfg, pred.resolution(), _Local())
     names = pred.classes
     k = len(names)
-    per_image, grid_dice, names_img = [], [], []
+    per_image, grid_dice, names_img, frame_counts = [], [], [], []
     confusion = torch.zeros(k, k, dtype=torch.float64)
     pred_area = torch.zeros(k, dtype=torch.float64)
     for i in tqdm(range(len(items)), desc="evaluate", unit="img"):
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> Path:
         m = pred.combine(probs)
         tp, fp, fn = counts(m[None], gt[None])
         per_image.append(dice_from_counts(tp.double(), fp.double(), fn.double())[0].cpu().numpy())
+        frame_counts.append(torch.stack([tp[0], fp[0], fn[0]]).cpu().numpy())  # [3, K]
         names_img.append(frame_name(items.labels.frames[int(items.label_indices[i])]))
         # Confusion: predicted A where the truth is B and not A (neighbouring bones taken for each other).
         wrong = rearrange(m & ~gt, "k h w -> k (h w)").float()
@@ -145,21 +147,25 @@ def main(argv: list[str] | None = None) -> Path:
         (out / "thresholds.json").write_text(json.dumps(thresholds, indent=1))
         # The scores below use the tuned thresholds (on the data they were tuned on: optimistic, say so).
         dice = np.stack(grid_dice)[:, best, np.arange(k)]
+    frame_dice, units, names_unit = dice, "images", names_img
+    if not tune and any(":z" in n for n in names_img):  # slices of volumes: score each volume in 3D
+        dice, names_unit = volume_dice(np.stack(frame_counts), [n.partition(":")[0] for n in names_img])
+        units = f"volumes (3D Dice over {len(names_img)} slices)"
     per_class = dice.mean(0)
     mean = float(per_class.mean())
     print(format_per_class(names, per_class))
-    print(f"mean Dice: {mean:.4f} over {len(dice)} images ({cfg.split}{', tuned thresholds' if tune else ''})")
-    write_tables(out, names, per_class, dice, names_img)
-    write_impact(out, names, dice, names_img, cfg.worst_k)
+    print(f"mean Dice: {mean:.4f} over {len(dice)} {units} ({cfg.split}{', tuned thresholds' if tune else ''})")
+    write_tables(out, names, per_class, dice, names_unit)
+    write_impact(out, names, dice, names_unit, cfg.worst_k)
     write_confusion(out, names, confusion.numpy(), pred_area.numpy())
     what = (Path(cks[0]).parent.name + "/" + Path(cks[0]).name if len(cks) == 1
             else f"ensemble of {len(cks)} ({cfg.vote} vote)")
     extras = ", ".join(x for x in (f"TTA {cfg.tta}" if cfg.tta != "none" else "",
                                    f"thresholds {cfg.thresholds}" if cfg.thresholds else "") if x)
     dice_bars(names, per_class, out / "per_bone.png",
-              f"Dice per bone: {what}{', ' + extras if extras else ''} ({cfg.split}, {len(dice)} images)")
+              f"Dice per bone: {what}{', ' + extras if extras else ''} ({cfg.split}, {len(dice)} {units.split(' (')[0]})")
     # Overlays of the worst images: predicted again, one at a time.
-    worst = np.argsort(dice.mean(1))[: cfg.worst_k]
+    worst = np.argsort(frame_dice.mean(1))[: cfg.worst_k]  # images, or slices of volumes
     thr = torch.tensor([thresholds[n] for n in names]) if thresholds else None
     for rank, i in enumerate(worst):
         it = items[int(i)]
@@ -168,7 +174,7 @@ def main(argv: list[str] | None = None) -> Path:
         img = items.labels.images[int(items.label_indices[i])]
         base, _, z = names_img[i].partition(":")  # "ID001_L.nii:z012" -> 00_ID001_L_z012.png (cv2 writes PNG only)
         save_rgb(out / "worst" / f"{rank:02d}_{Path(base).stem}{'_' + z if z else ''}.png",
-                 overlay(np.asarray(img), gt.cpu().numpy(), m.cpu().numpy(), f"{names_img[i]}  Dice {dice[i].mean():.4f}"))
+                 overlay(np.asarray(img), gt.cpu().numpy(), m.cpu().numpy(), f"{names_img[i]}  Dice {frame_dice[i].mean():.4f}"))
     print(f"evaluation -> {out}")
     return out
 
