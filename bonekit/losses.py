@@ -66,6 +66,28 @@ def soft_dice(logits, target, ignore=None, weight=None, eps: float = 1.0) -> tor
     return (per_class * w).sum() / w.sum()
 
 
+def batch_dice(logits, target, ignore=None, weight=None, eps: float = 1.0) -> torch.Tensor:
+    """1 - Dice per class over the whole batch (every pixel of every sample pooled; nnU-Net's "batch Dice").
+
+    For sparse targets such as the slices of a volume, where a bone is absent from most slices: a stray
+    prediction on a slice without the bone enlarges that class's denominator, so false positives cost Dice as
+    they do in the 3D score, which the per-image term cannot do (it skips absent pairs). Classes absent from the
+    whole batch are left to the BCE term. Pooled over the batch, so with several processes each pools its own
+    part (not the same number as one process: the price of this option)."""
+    keep = _keep(ignore, logits)
+    p = torch.sigmoid(logits.float()) * keep
+    t = target.float() * keep
+    inter = (p * t).sum((0, 2, 3))
+    tsum = t.sum((0, 2, 3))
+    per_class = 1 - (2 * inter + eps) / (p.sum((0, 2, 3)) + tsum + eps)
+    present = tsum > 0
+    if not bool(present.any()):
+        return per_class.sum() * 0.0
+    w = torch.ones_like(per_class) if weight is None else weight.to(per_class)
+    w = w * present.to(w.dtype)
+    return (per_class * w).sum() / w.sum()
+
+
 def soft_jaccard(logits, target, ignore=None, weight=None, eps: float = 1.0) -> torch.Tensor:
     keep = _keep(ignore, logits)
     p = torch.sigmoid(logits.float()) * keep
@@ -85,13 +107,15 @@ def focal(logits, target, ignore=None, weight=None, gamma: float = 2.0) -> torch
     return _class_mean((px.sum((2, 3)) / keep.sum((2, 3)).clamp(min=1)).mean(0), weight)
 
 
-LOSSES = ("bce_dice", "bce", "dice", "focal", "jaccard", "focal_dice")
+LOSSES = ("bce_dice", "bce", "dice", "focal", "jaccard", "focal_dice", "bce_batch_dice")
 
 
 def segmentation_loss(name: str):
-    """``bce_dice`` (default) | ``bce`` | ``dice`` | ``focal`` | ``jaccard`` | ``focal_dice``."""
+    """``bce_dice`` (default) | ``bce`` | ``dice`` | ``focal`` | ``jaccard`` | ``focal_dice`` | ``bce_batch_dice``
+    (the Dice term pooled over the batch: for slices of volumes)."""
     table = {
         "bce_dice": lambda l, t, i=None, w=None: bce(l, t, i, w) + soft_dice(l, t, i, w),
+        "bce_batch_dice": lambda l, t, i=None, w=None: bce(l, t, i, w) + batch_dice(l, t, i, w),
         "bce": bce,
         "dice": soft_dice,
         "focal": focal,

@@ -44,7 +44,7 @@ class TrainConfig:
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     aug: SegAugConfig = field(default_factory=SegAugConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
-    loss: str = "bce_dice"  # bce_dice | bce | dice | focal | jaccard | focal_dice
+    loss: str = "bce_dice"  # bce_dice | bce | dice | focal | jaccard | focal_dice | bce_batch_dice (volumes)
     class_weights: list[float] = field(default_factory=list)  # one per class, or empty
     eval_resolution: int = 0  # 0: each label's own resolution (2048 for competition data)
     crop: int = 0  # train on random crops of this size, infer with a sliding window (0: whole image)

@@ -119,7 +119,7 @@ def test_losses():
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 8, 8)
     t = (torch.rand(2, 3, 8, 8) > 0.5).float()
-    for name in ("bce_dice", "bce", "dice", "focal", "jaccard", "focal_dice"):
+    for name in ("bce_dice", "bce", "dice", "focal", "jaccard", "focal_dice", "bce_batch_dice"):
         assert torch.isfinite(segmentation_loss(name)(logits, t))
     ignore = torch.zeros(2, 3, 8, 8, dtype=torch.bool)
     ignore[0] = True
@@ -144,6 +144,11 @@ def test_losses():
     t_full[..., 0, 0] = 1.0  # no empty pair
     p_full = (1 - (2 * (p * t_full).sum((2, 3)) + 1) / (p.sum((2, 3)) + t_full.sum((2, 3)) + 1)).mean(0).mean()
     assert torch.equal(soft_dice(logits, t_full), p_full)
+    # batch Dice (for volume slices): the same stray pixels on a slice without the bone now cost Dice
+    from bonekit.losses import batch_dice
+
+    assert batch_dice(hi, tt) > batch_dice(lo, tt)
+    assert batch_dice(lo, torch.zeros_like(tt)).item() == 0.0
     # no scored pair at all: a zero that still carries the graph
     z = soft_dice(logits.clone().requires_grad_(), torch.zeros_like(t))
     assert z.item() == 0.0 and z.requires_grad
