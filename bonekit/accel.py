@@ -25,8 +25,15 @@ def resolve_precision(precision: str) -> str:
 
 
 def make_accelerator(precision: str = "auto") -> Accelerator:
+    from accelerate.state import AcceleratorState
+
+    mp = resolve_precision(precision)
+    if AcceleratorState._shared_state.get("_mixed_precision", mp) != mp:
+        # finetune/study.py runs stages in one process: pretraining in fp32, then students in bf16. accelerate
+        # refuses a second precision; the precision part of its state starts afresh, the process group stays.
+        AcceleratorState._reset_state()
     # cpu=True lets torchrun/accelerate start several CPU processes (gloo) when there is no GPU.
-    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=resolve_precision(precision),
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mp,
                       dataloader_config=DataLoaderConfiguration(split_batches=True))
     if acc.device.type == "cpu":
         set_cpu_threads(acc.num_processes)

@@ -55,6 +55,17 @@ def test_pretraining_effect_is_paired_per_seed(tmp_path):
     assert "| 5% | finetune | 2 | +0.0250 ± 0.1061 | 1/2 |" in md
 
 
+def test_stages_in_one_process_may_differ_in_precision():
+    """The study runs pretraining (fp32) and then bf16 students in one process: accelerate used to refuse the
+    second precision ("AcceleratorState has already been initialized"), so grid.inits=[pretrained] with the
+    benchmark's bf16 stage_args crashed after pretraining."""
+    from bonekit.accel import make_accelerator
+
+    assert make_accelerator("no").mixed_precision == "no"
+    assert make_accelerator("bf16").mixed_precision == "bf16"
+    assert make_accelerator("no").mixed_precision == "no"  # and back, as the next fp32 stage would
+
+
 def test_rerun_skips_finished_cells(study):
     out, cache, _ = study
     (out / "pretrained" / "cosup" / "f0.1" / "s0" / "result.json").unlink()  # as if stopped in the last cell
