@@ -19,10 +19,14 @@ def _keep(ignore: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return (~ig.bool()).to(like.dtype).expand_as(like)
 
 
-def _class_mean(per_class: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    if weight is None:
+def _class_mean(per_class: torch.Tensor, weight: torch.Tensor | None, present: torch.Tensor | None = None) -> torch.Tensor:
+    """(Weighted) mean over classes; ``present`` (bool ``[K]``) leaves the other classes out. The caller makes sure
+    at least one class is present."""
+    if weight is None and present is None:
         return per_class.mean()
-    w = weight.to(per_class)
+    w = torch.ones_like(per_class) if weight is None else weight.to(per_class)
+    if present is not None:
+        w = w * present.to(w.dtype)
     return (per_class * w).sum() / w.sum()
 
 
@@ -61,9 +65,7 @@ def soft_dice(logits, target, ignore=None, weight=None, eps: float = 1.0) -> tor
     present = n > 0  # classes with no scored sample in this batch drop out of the class mean
     if not bool(present.any()):
         return per.sum() * 0.0  # nothing to score; still a function of the logits (DDP needs a graph)
-    w = torch.ones_like(per_class) if weight is None else weight.to(per_class)
-    w = w * present.to(w.dtype)
-    return (per_class * w).sum() / w.sum()
+    return _class_mean(per_class, weight, present)
 
 
 def batch_dice(logits, target, ignore=None, weight=None, eps: float = 1.0) -> torch.Tensor:
@@ -83,9 +85,7 @@ def batch_dice(logits, target, ignore=None, weight=None, eps: float = 1.0) -> to
     present = tsum > 0
     if not bool(present.any()):
         return per_class.sum() * 0.0
-    w = torch.ones_like(per_class) if weight is None else weight.to(per_class)
-    w = w * present.to(w.dtype)
-    return (per_class * w).sum() / w.sum()
+    return _class_mean(per_class, weight, present)
 
 
 def soft_jaccard(logits, target, ignore=None, weight=None, eps: float = 1.0) -> torch.Tensor:

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> Path:
     items = eval_items(cfg, pred.resolution(), _Local())
     names = pred.classes
     k = len(names)
-    per_image, grid_dice, names_img, frame_counts = [], [], [], []
+    per_image, grid_dice, names_img, frame_counts, volume_of = [], [], [], [], []
     confusion = torch.zeros(k, k, dtype=torch.float64)
     pred_area = torch.zeros(k, dtype=torch.float64)
     for i in tqdm(range(len(items)), desc="evaluate", unit="img"):
@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> Path:
         tp, fp, fn = counts(m[None], gt[None])
         per_image.append(dice_from_counts(tp.double(), fp.double(), fn.double())[0].cpu().numpy())
         frame_counts.append(torch.stack([tp[0], fp[0], fn[0]]).cpu().numpy())  # [3, K]
-        names_img.append(frame_name(items.labels.frames[int(items.label_indices[i])]))
+        frame = items.labels.frames[int(items.label_indices[i])]
+        names_img.append(frame_name(frame))
+        volume_of.append(Path(frame["image"]).name if frame.get("kind") == "volume" else "")
         # Confusion: predicted A where the truth is B and not A (neighbouring bones taken for each other).
         wrong = rearrange(m & ~gt, "k h w -> k (h w)").float()
         confusion += (wrong @ rearrange(gt, "k h w -> (h w) k").float()).double().cpu()  # [K pred, K truth]
@@ -148,8 +150,8 @@ def main(argv: list[str] | None = None) -> Path:
         # The scores below use the tuned thresholds (on the data they were tuned on: optimistic, say so).
         dice = np.stack(grid_dice)[:, best, np.arange(k)]
     frame_dice, units, names_unit = dice, "images", names_img
-    if not tune and any(":z" in n for n in names_img):  # slices of volumes: score each volume in 3D
-        dice, names_unit = volume_dice(np.stack(frame_counts), [n.partition(":")[0] for n in names_img])
+    if not tune and any(volume_of):  # slices of volumes: score each volume in 3D
+        dice, names_unit = volume_dice(np.stack(frame_counts), volume_of)
         units = f"volumes (3D Dice over {len(names_img)} slices)"
     per_class = dice.mean(0)
     mean = float(per_class.mean())

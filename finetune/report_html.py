@@ -11,6 +11,7 @@ import numpy as np
 
 from bonekit import metrics
 from bonekit.metrics import format_per_class
+from finetune.report_pretraining import plot_pretraining, pretraining_effect
 
 
 def _plt():
@@ -223,42 +224,6 @@ def pgr_of_means(rows: list[dict]) -> None:
             r["pgr_mean"] = metrics.pgr_of_means(r["mean_dice"], float(np.mean(list(r["teacher"].values()))), c)
 
 
-def pretraining_effect(rows: list[dict]) -> list[tuple[float, str, list[float]]]:
-    """Per (fraction, method) run from both inits: the paired per-seed differences pretrained − scratch."""
-    by = {(r["init"], r["fraction"], r["method"], r["seed"]): r["mean_dice"] for r in rows}
-    out = defaultdict(list)
-    for (init, f, m, seed), v in sorted(by.items(), key=lambda t: (t[0][1], t[0][2], t[0][3])):
-        if init == "pretrained" and ("scratch", f, m, seed) in by:
-            out[(f, m)].append(v - by[("scratch", f, m, seed)])
-    return [(f, m, d) for (f, m), d in sorted(out.items(), key=lambda t: (-t[0][0] if t[0][1] == "ceiling" else t[0][0], t[0][1]))]
-
-
-def plot_pretraining(metrics_csv: Path, path: Path) -> Path | None:
-    """The pretraining run's loss and encoder-check Dice against step, side by side (its metrics.csv)."""
-    import csv
-
-    if not metrics_csv.is_file():
-        return None
-    with open(metrics_csv) as f:
-        rows = list(csv.DictReader(f))
-    series = {k: [(int(r["step"]), float(r[k])) for r in rows if r.get(k) not in (None, "")]
-              for k in ("loss", "probe_dice")}
-    if not series["loss"]:
-        return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), dpi=110)
-    for ax, (k, title) in zip(axes, [("loss", "pretraining loss"), ("probe_dice", "encoder check Dice (frozen)")]):
-        if series[k]:
-            ax.plot(*zip(*series[k]), marker="o" if k == "probe_dice" else None)
-        ax.set_xlabel("step")
-        ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 def write_markdown(out: Path, rows: list[dict]) -> Path:
     """``summary.md``: per (fraction, init, method), mean ± sd over seeds of the mean Dice, the teacher's Dice,
     the PGR of the means and the gap recovered."""
@@ -289,8 +254,8 @@ def write_markdown(out: Path, rows: list[dict]) -> Path:
         lines += ["", "| labels | method | seeds | pretrained − scratch (paired) | wins |", "|---|---|---|---|---|"]
         lines += [f"| {100 * f:g}% | {m} | {len(d)} | {_pm(d, '+.4f')} | {sum(x > 0 for x in d)}/{len(d)} |"
                   for f, m, d in effect]
-        lines += ["", "pretrained − scratch: per seed, the same arm, label subset and schedule from the pretrained "
-                  "encoder minus from scratch; a gain counts when its mean exceeds its sd."]
+        lines += ["", ("pretrained − scratch: per seed, the same arm, label subset and schedule from the pretrained "
+                       "encoder minus from scratch; a gain counts when its mean exceeds its sd.")]
     walls = defaultdict(float)
     for r in rows:
         walls[(r["init"], r["seed"])] += float(r.get("wall_s") or 0)
