@@ -67,7 +67,8 @@ def main() -> None:
                 ("light decoder + bf16", {"light": True, "bf16": True}),
                 ("light decoder + bf16 + channels_last", {"light": True, "bf16": True, "cl": True})]
     if a.compile:
-        variants.append(("torch.compile", {"compile_": True}))
+        variants += [("torch.compile", {"compile_": True}), ("bf16 + torch.compile", {"bf16": True, "compile_": True}),
+                     ("bf16 + channels_last + torch.compile", {"bf16": True, "cl": True, "compile_": True})]
     for res in a.res:
         base = step_time(res, a.steps)
         print(f"\nUnet/resnet18 {res}px batch 8, forward+backward+AdamW step, mean of {a.steps}:")
