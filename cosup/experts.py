@@ -12,6 +12,7 @@ than the student (``model.encoder=resnet10t``, lower ``data.resolution``), as in
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ from bonekit.seg_augment import SegAugConfig
 from bonekit.segdata import setup
 from bonekit.supervised import SupervisedTask
 from cosup import partition as P
+from cosup.gate import GateConfig
+from cosup.gate import check as gate_check
 from cosup.manifest import Expert, Manifest
 
 
@@ -77,6 +80,7 @@ class ExpertsConfig:
     eval_resolution: int = 0
     precision: str = "auto"
     run_dir: str = ""
+    gate: GateConfig = field(default_factory=GateConfig)  # per-bone CV gate of the specialists (cosup/gate.py)
     resume: str = ""  # "" | auto | a run folder (or a checkpoint inside it): every model continues where it stopped
     allow_changed: bool = False  # resume even though the config differs from the saved one
 
@@ -182,6 +186,46 @@ def train_crop_experts(cfg, d, results: list[dict], run_dir: Path, accelerator) 
     return [by_name[r["name"]] for r in results]
 
 
+def train_expert(cfg, d, e: dict, n: int, edir: Path, generalist: str, val_ds, accelerator,
+                 steps: int = 0) -> dict | None:
+    """Train one expert ``e`` ({name, classes, frames[, shard]}) in ``edir`` from ``generalist`` (its head cut to
+    the expert's bones; "" = ``model.init``), ``steps`` (0: ``loop.steps``) on ``e["frames"]``. Returns its result
+    (also ``edir/result.json``), or None when it stopped early (``resume=auto`` continues it)."""
+    done = edir / "last.safetensors"
+    if done.is_file() and (edir / "result.json").is_file():  # finished in an earlier, interrupted run
+        accelerator.print(f"expert {e['name']}: done, skipped")
+        return json.loads((edir / "result.json").read_text())
+    loop = copy.deepcopy(cfg.loop)
+    if steps:
+        loop.steps = steps
+    lookup = {c: i for i, c in enumerate(d.classes)}
+    resume_from = checkpoint.latest(edir) if cfg.resume else None
+    acc = make_accelerator(cfg.precision)  # one Accelerator per expert: its state holds one model
+    set_seed(cfg.loop.seed + 1000 * n)  # initial weights depend on the expert only (resume-safe)
+    out = [lookup[c] for c in e["classes"]]
+    model = build_segmenter(cfg.model, cfg.data.slices, len(out), acc.device)
+    if generalist:  # specialists start from the generalist, its head cut to their bones
+        g_classes = read_model_meta(generalist)["classes"]
+        init_from_model(model, generalist, [g_classes.index(c) for c in e["classes"]])
+    model, opt = prepare_training(acc, model, loop, loop.channels_last, loop.compile)
+    task = SupervisedTask(len(d.classes), out, OmegaConf.to_object(cfg.aug), d.classes, cfg.loss)
+    meta = model_meta(cfg.model, cfg.data.slices, e["classes"], cfg.data.resolution, config.to_dict(cfg),
+                      expert=e["name"])
+    edir.mkdir(parents=True, exist_ok=True)
+    res = fit(acc, model, opt, CachedFrames(d.cache, e["frames"], cfg.data.slices), val_ds, task, loop, edir,
+              resume_from, d.classes, meta, config.to_dict(cfg))
+    if res.steps < loop.steps:
+        accelerator.print(f"expert {e['name']} stopped at step {res.steps}; resume=auto continues it")
+        return None
+    # The last weights, never the best on the validation fold (the fold every report scores).
+    r = {"name": e["name"], "classes": e["classes"], "checkpoint": str(done.resolve()),
+         "val_dice": res.best, "val_per_class": res.per_class, "shard": e.get("shard")}
+    if acc.is_main_process:
+        (edir / "result.json").write_text(json.dumps(r, indent=1))
+    checkpoint.prune_finished(edir, acc)
+    return r
+
+
 def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(ExpertsConfig, sys.argv[1:] if argv is None else argv)
     check_config(cfg.loop, "loop")
@@ -189,6 +233,7 @@ def main(argv: list[str] | None = None) -> Path:
     config.check_choices(cfg, {"partition.by": ["bones", "shards"], "partition.groups": sorted(GROUPINGS),
                                "partition.shards": ["kmeans", "hierarchical", "meta"],
                                "partition.meta_field": ["sex", "age", "side"]})
+    gate_check(cfg)
     cfg.run_dir = checkpoint.find_resume_run(cfg.resume, cfg.run_dir, "experts")
     accelerator = make_accelerator(cfg.precision)
     run_dir = start_run(cfg, "experts", accelerator)
@@ -196,41 +241,19 @@ def main(argv: list[str] | None = None) -> Path:
     experts, shard_info = plan_experts(cfg, d, accelerator)
     accelerator.print(f"{len(experts)} experts ({cfg.partition.by}) on {len(d.labelled)} labelled frames: "
                       + ", ".join(f"{e['name']} ({len(e['classes'])} bones, {len(e['frames'])} images)" for e in experts))
-    lookup = {c: i for i, c in enumerate(d.classes)}
     results = []
     for n, e in enumerate(experts):
-        edir = run_dir / "experts" / e["name"]
-        done = edir / "last.safetensors"
-        if done.is_file():  # finished in an earlier, interrupted run
-            accelerator.print(f"expert {e['name']}: done, skipped")
-            results.append(json.loads((edir / "result.json").read_text()))
-            continue
-        resume_from = checkpoint.latest(edir) if cfg.resume else None
-        acc = make_accelerator(cfg.precision)  # one Accelerator per expert: its state holds one model
-        set_seed(cfg.loop.seed + 1000 * n)  # initial weights depend on the expert only (resume-safe)
-        out = [lookup[c] for c in e["classes"]]
-        model = build_segmenter(cfg.model, cfg.data.slices, len(out), acc.device)
-        if cfg.partition.generalist:  # specialists start from the generalist, its head cut to their bones
-            g_classes = read_model_meta(cfg.partition.generalist)["classes"]
-            init_from_model(model, cfg.partition.generalist, [g_classes.index(c) for c in e["classes"]])
-        model, opt = prepare_training(acc, model, cfg.loop, cfg.loop.channels_last, cfg.loop.compile)
-        task = SupervisedTask(len(d.classes), out, OmegaConf.to_object(cfg.aug), d.classes, cfg.loss)
-        meta = model_meta(cfg.model, cfg.data.slices, e["classes"], cfg.data.resolution, config.to_dict(cfg),
-                          expert=e["name"])
-        edir.mkdir(parents=True, exist_ok=True)
-        res = fit(acc, model, opt, CachedFrames(d.cache, e["frames"], cfg.data.slices), d.val, task, cfg.loop, edir,
-                  resume_from, d.classes, meta, config.to_dict(cfg))
-        if res.steps < cfg.loop.steps:
-            accelerator.print(f"expert {e['name']} stopped at step {res.steps}; resume=auto continues it")
+        r = train_expert(cfg, d, e, n, run_dir / "experts" / e["name"], cfg.partition.generalist, d.val, accelerator)
+        if r is None:
             return run_dir
-        # The last weights, never the best on the validation fold (the fold every report scores).
-        r = {"name": e["name"], "classes": e["classes"], "checkpoint": str((edir / "last.safetensors").resolve()),
-             "val_dice": res.best, "val_per_class": res.per_class, "shard": e.get("shard")}
-        if acc.is_main_process:
-            (edir / "result.json").write_text(json.dumps(r, indent=1))
-        checkpoint.prune_finished(edir, acc)
         results.append(r)
-        del model, opt
+    gate = {}
+    if cfg.gate.folds:
+        from cosup.gate import run_gate
+
+        gate = run_gate(cfg, d, experts, run_dir, accelerator, train_expert)
+        if gate is None:
+            return run_dir
     if cfg.partition.crop_groups:
         results = train_crop_experts(cfg, d, results, run_dir, accelerator)
         if results is None:
@@ -239,7 +262,7 @@ def main(argv: list[str] | None = None) -> Path:
         partition=cfg.partition.by, classes=d.classes, experts=[Expert(**r) for r in results],
         labelled=d.labelled.tolist(), pool=d.pool.tolist(), val=d.val_idx.tolist(), train=d.train_idx.tolist(),
         cache=str(d.cache.root), data=config.to_dict(cfg)["data"], labels=config.to_dict(cfg)["labels"],
-        shards=shard_info)
+        shards=shard_info, gate=gate)
     if accelerator.is_main_process:
         manifest.save(run_dir / "experts.json")
         for r in results:

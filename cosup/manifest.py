@@ -42,6 +42,7 @@ class Manifest:
     data: dict  # the experts' resolved data config (the student must see the same data)
     labels: dict  # labels.fraction and labels.seed
     shards: dict = field(default_factory=dict)  # method, shard_of {frame: shard}, names / embed_encoder
+    gate: dict = field(default_factory=dict)  # cosup/gate.py: {"use": {bone: bool}, "fallback": checkpoint} ({} = none)
 
     @property
     def slices(self) -> int:

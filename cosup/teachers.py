@@ -29,6 +29,14 @@ class Teachers:
                 c = e.crop
                 coarse, _ = load_model(c["coarse"])
                 self.crops[n] = (coarse.to(device).eval(), c["size"], c["margin"], Cache.open(c["source_cache"]))
+        # The per-bone gate (cosup/gate.py): bones whose specialist lost the cross-validation take the generalist's.
+        self.fallback = None
+        use = manifest.gate.get("use", {}) if manifest.gate else {}
+        gated_out = [c for c in self.classes if not use.get(c, True)]
+        if gated_out:
+            g, meta = load_model(manifest.gate["fallback"])
+            self.fallback = (g.to(device).eval(), [lookup[c] for c in gated_out],
+                             [meta["classes"].index(c) for c in gated_out])
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor, shards: list[int] | None = None, frames: list[int] | None = None) -> torch.Tensor:
@@ -46,6 +54,9 @@ class Teachers:
                     out[:, ch] = crop_predict(coarse, m, x, size, margin, sources)
                 else:
                     out[:, ch] = torch.sigmoid(m(x).float())
+            if self.fallback is not None:
+                g, ch, g_ch = self.fallback
+                out[:, ch] = torch.sigmoid(g(x).float()[:, g_ch])
             return out
         if shards is None:
             raise ValueError("shard experts need a shard per image")

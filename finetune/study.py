@@ -18,6 +18,8 @@ labelled images as ``finetune``'s plus as many pool images):
   views (Cutout, CutMix, intensity);
 - ``cosup``: specialists (bone groups, ``groups``) start from the generalist and fine-tune on the labelled images;
   their targets, denoised by the ``selftrain`` student (the previous round's), teach a new student;
+- ``cosupgate``: ``cosup`` where a bone's specialist targets are used only if the specialist beat the generalist
+  by ``gate_folds``-fold cross-validation on the labelled images (cosup/gate.py); the generalist labels the rest;
 - ``bcp``: bidirectional copy-paste (Bai et al., CVPR 2023): an EMA teacher labels the pool, labelled and pool
   images swap a box both ways, and the student starts from the ``finetune`` student (BCP's warm start).
 ``warm_start=true`` starts every distilled student from the ``finetune`` student of its cell (``bcp`` always does).
@@ -76,6 +78,7 @@ class StudyConfig:
     kd_args: list[str] = field(default_factory=list)  # extra kd.* keys for selftrain and cosup students
     meanteacher_args: list[str] = field(default_factory=lambda: ["kd.ema=0.99", "kd.strong=true", "kd.rampup=0.3"])
     bcp_args: list[str] = field(default_factory=lambda: ["kd.ema=0.99", "kd.bcp=true"])
+    gate_folds: int = 5  # cosupgate: folds of the per-bone CV gate over the labelled images (at most one per image)
     warm_start: bool = False  # distilled students start from the cell's labelled-only student (bcp always does)
     steps: Steps = field(default_factory=Steps)
     batch_size: int = 8
@@ -104,7 +107,7 @@ def dotlist(prefix: str, node) -> list[str]:
     return out
 
 
-METHODS = ("pooloff", "selftrain", "meanteacher", "cosup", "bcp")
+METHODS = ("pooloff", "selftrain", "meanteacher", "cosup", "cosupgate", "bcp")
 
 
 class Study:
@@ -146,7 +149,7 @@ class Study:
         return cell / "last.safetensors"
 
     def experts(self, out: Path, fraction: float, init: str, seed: int, groups: str, generalist: str,
-                steps: int) -> Path:
+                steps: int, extra: tuple[str, ...] = ()) -> Path:
         """Experts owning ``groups``, each started from the ``generalist`` model (steps=0: taken as it is)."""
         from cosup.experts import main as experts
 
@@ -156,7 +159,7 @@ class Study:
                                              f"partition.groups={groups}", f"partition.generalist={generalist}",
                                              f"model.arch={c.student.arch}", f"model.encoder={c.student.encoder}",
                                              f"model.init={self.init_path(init)}", f"loop.steps={steps}",
-                                             f"run_dir={out}", "resume=auto"])
+                                             f"run_dir={out}", "resume=auto", *extra])
         return out
 
     def distilled(self, cell: Path, fraction: float, init: str, seed: int, experts: Path | None,
@@ -203,7 +206,8 @@ class Study:
         # routed and denoised by that student.
         round0 = self.method("selftrain", self.out / init / "selftrain" / f"f{frac:g}" / f"s{seed}", frac, init, seed,
                              ceiling)
-        ex = self.experts(cell / "experts", frac, init, seed, c.groups, str(generalist), c.steps.experts)
+        gate = (f"gate.folds={c.gate_folds}", f"gate.generalist_steps={c.steps.finetune}") if method == "cosupgate" else ()
+        ex = self.experts(cell / "experts", frac, init, seed, c.groups, str(generalist), c.steps.experts, gate)
         return self.distilled(cell, frac, init, seed, ex, [*c.kd_args, f"kd_student={round0}"], ceiling, warm)
 
     def evaluate(self, checkpoint: Path, out: Path) -> dict:

@@ -37,7 +37,7 @@ class Const(nn.Module):
 
 def test_no_expert_supervises_a_bone_it_does_not_own():
     t = Teachers.__new__(Teachers)
-    t.classes, t.partition, t.crops = ["a", "b", "c"], "bones", {}
+    t.classes, t.partition, t.crops, t.fallback = ["a", "b", "c"], "bones", {}, None
     t.experts = [(Const(2, 3.0), [0, 2], None), (Const(1, -3.0), [1], None)]
     p = t.predict(torch.zeros(1, 1, 4, 4))
     assert torch.allclose(p[0, 0], torch.sigmoid(torch.tensor(3.0))) and torch.allclose(p[0, 2], p[0, 0])
