@@ -52,6 +52,14 @@ class PairedFrames(Dataset):
     def __len__(self):
         return len(self.indices)
 
+    def volume_of(self) -> dict[int, str] | None:
+        """Frame number -> its volume's file, where every frame is a slice of a volume (else None): validation then
+        scores each volume in 3D, as evaluate.py does."""
+        fr = self.inputs.frames
+        if not len(self.indices) or any(fr[int(f)].get("kind") != "volume" for f in self.indices):
+            return None
+        return {int(f): str(fr[int(f)]["image"]) for f in self.indices}
+
     def __getitem__(self, i):
         f = int(self.indices[i])
         img, _ = self.inputs.read(f, self.k)

@@ -26,7 +26,7 @@ from bonekit.engine import (
     optimizer_step,
 )
 from bonekit.maskbits import unpack
-from bonekit.metrics import DiceTable, counts_from_logits, format_per_class, summarise
+from bonekit.metrics import DiceTable, counts_from_logits, format_per_class, summarise, volume_dice
 from bonekit.models import link_or_copy, save_model
 from bonekit.runlog import Progress, RunLog
 from bonekit.tiles import sliding_window
@@ -67,11 +67,15 @@ class FitResult:
 
 @torch.no_grad()
 def validate(accelerator, model, loader, n_classes: int, out_classes: list[int], threshold=0.5,
-             channels_last: bool = False, tile: int = 0, gather: bool = True) -> np.ndarray:
+             channels_last: bool = False, tile: int = 0, gather: bool = True,
+             volume_of: dict[int, str] | None = None) -> np.ndarray:
     """Dice ``[N, K_out]`` per (image, class) at the label resolution, counted on the device. ``gather=False`` for a
-    plain loader that one process reads whole (no collective call: the other processes may not be there)."""
+    plain loader that one process reads whole (no collective call: the other processes may not be there).
+    ``volume_of`` (frame number -> volume name, for slices of volumes): Dice ``[V, K_out]`` per volume in 3D instead
+    (counts summed over each volume's slices, :func:`bonekit.metrics.volume_dice`)."""
     model.eval()
     table = DiceTable()
+    frames = []
     for batch in loader:
         x = batch["image"].float().div_(255)
         if channels_last:
@@ -86,10 +90,14 @@ def validate(accelerator, model, loader, n_classes: int, out_classes: list[int],
         rows = [torch.stack(counts_from_logits(logits[i : i + 1].float(), target[i : i + 1], threshold), 1)
                 for i in range(len(x))]
         c = torch.cat(rows)  # [n, 3, K]: small integers only
+        idx = torch.as_tensor(batch["index"], device=c.device)
         if gather:
-            c = accelerator.gather_for_metrics(c)
+            c, idx = accelerator.gather_for_metrics((c, idx))  # the frame of each row travels with its counts
         table.add(c[:, 0], c[:, 1], c[:, 2])
+        frames += idx.tolist()
     model.train()
+    if volume_of:
+        return volume_dice(table.counts(), [volume_of[f] for f in frames])[0]
     return table.dice()
 
 
@@ -112,12 +120,14 @@ def fit(accelerator, model, opt, train_ds, val_ds, task: Task, cfg: LoopConfig, 
             DataLoader(val_ds, batch_size=cfg.val_batch_size * accelerator.num_processes,
                        num_workers=loader_workers(cfg.workers, accelerator.device)))
     out_names = [class_names[i] for i in task.out_classes]
+    # Slices of volumes are scored per volume in 3D (per-slice Dice rewards empty predictions: metrics.volume_dice).
+    volume_of = val_ds.volume_of() if val_loader is not None and hasattr(val_ds, "volume_of") else None
     loader = EpochLoader(accelerator, train_ds, micro, cfg.seed, cfg.workers, start * cfg.accumulate)
     steps_per_epoch = loader.steps_per_epoch
 
     def run_validation(step: int) -> None:
         dice = validate(accelerator, model, val_loader, len(class_names), task.out_classes,
-                        channels_last=cuda and cfg.channels_last, tile=getattr(task, "crop", 0))
+                        channels_last=cuda and cfg.channels_last, tile=getattr(task, "crop", 0), volume_of=volume_of)
         per_class, mean = summarise(dice)
         epoch = step * cfg.accumulate // steps_per_epoch  # epochs of micro-batches, as the loader counts them
         log.log(step, val_dice=mean)

@@ -92,11 +92,15 @@ class DiceTable:
         # Small [n, K] tensors: this is the only device -> host copy of evaluation.
         self.rows.append(torch.stack([tp, fp, fn], 1).cpu().numpy())
 
-    def dice(self) -> np.ndarray:
-        """Dice ``[N, K]`` of everything added so far."""
+    def counts(self) -> np.ndarray:
+        """(tp, fp, fn) ``[N, 3, K]`` of everything added so far."""
         if not self.rows:
             raise ValueError("no images were evaluated")
-        c = np.concatenate(self.rows, 0).astype(np.float64)
+        return np.concatenate(self.rows, 0).astype(np.float64)
+
+    def dice(self) -> np.ndarray:
+        """Dice ``[N, K]`` of everything added so far."""
+        c = self.counts()
         return dice_from_counts(c[:, 0], c[:, 1], c[:, 2])
 
 

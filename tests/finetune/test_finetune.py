@@ -181,6 +181,12 @@ def test_two_point_five_d_on_phantom_volumes(tmp_path):
     rows = (ev / "per_image.csv").read_text().splitlines()[1:]
     names = [r.split(",")[0] for r in rows]
     assert len(names) == len(set(names)) >= 1 and all(n.endswith(".nii") for n in names)
+    # the training curve scores volumes the same way (in 3D), so it agrees with evaluate.py on the same checkpoint
+    import csv
+
+    val = [float(r["val_dice"]) for r in csv.DictReader(open(run / "metrics.csv")) if r.get("val_dice")]
+    bones = [float(r["dice"]) for r in csv.DictReader(open(ev / "per_bone.csv"))]
+    assert val[-1] == pytest.approx(np.mean(bones), abs=2e-4)
 
 
 def test_volume_dice_sums_counts_over_slices():
