@@ -145,3 +145,15 @@ class LocalAccelerator:
 
     def print(self, *a, **k):
         pass
+
+
+class ConstModel:
+    """A stand-in segmenter: logit ``v`` everywhere on ``k`` channels, ``[B, C, H, W] -> [B, k, H, W]``."""
+
+    def __init__(self, k: int, v: float):
+        self.k, self.v = k, v
+
+    def __call__(self, x):
+        import torch
+
+        return torch.full((x.shape[0], self.k, *x.shape[-2:]), float(self.v))

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from conftest import ConstModel
 
 from cosup import partition as P
 from cosup.teachers import Teachers
@@ -26,24 +26,15 @@ def test_experts_own_their_bones(experts):
     assert not set(m["labelled"]) & set(m["pool"]) and not set(m["train"]) & set(m["val"])
 
 
-class Const(nn.Module):
-    def __init__(self, k, v):
-        super().__init__()
-        self.k, self.v = k, v
-
-    def forward(self, x):
-        return torch.full((x.shape[0], self.k, *x.shape[-2:]), float(self.v))
-
-
 def test_no_expert_supervises_a_bone_it_does_not_own():
     t = Teachers.__new__(Teachers)
     t.classes, t.partition, t.crops, t.fallback = ["a", "b", "c"], "bones", {}, None
-    t.experts = [(Const(2, 3.0), [0, 2], None), (Const(1, -3.0), [1], None)]
+    t.experts = [(ConstModel(2, 3.0), [0, 2], None), (ConstModel(1, -3.0), [1], None)]
     p = t.predict(torch.zeros(1, 1, 4, 4))
     assert torch.allclose(p[0, 0], torch.sigmoid(torch.tensor(3.0))) and torch.allclose(p[0, 2], p[0, 0])
     assert torch.allclose(p[0, 1], torch.sigmoid(torch.tensor(-3.0)))
     t.partition = "shards"
-    t.experts = [(Const(3, 2.0), [0, 1, 2], 0), (Const(3, -2.0), [0, 1, 2], 1)]
+    t.experts = [(ConstModel(3, 2.0), [0, 1, 2], 0), (ConstModel(3, -2.0), [0, 1, 2], 1)]
     p = t.predict(torch.zeros(2, 1, 4, 4), shards=[1, 0])
     assert p[0].max() < 0.5 < p[1].min()  # each image from the expert of its shard only
 

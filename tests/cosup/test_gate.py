@@ -6,20 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import COSUP_ARGS, launch
-from torch import nn
+from conftest import COSUP_ARGS, ConstModel, launch
 
 from cosup.gate import decide, fold_split
 from cosup.teachers import Teachers
-
-
-class Const(nn.Module):
-    def __init__(self, k, v):
-        super().__init__()
-        self.k, self.v = k, v
-
-    def forward(self, x):
-        return torch.full((x.shape[0], self.k, *x.shape[-2:]), float(self.v))
 
 
 def test_folds_hold_out_every_labelled_image_once():
@@ -39,8 +29,8 @@ def test_gate_keeps_a_specialist_only_where_it_wins():
 def test_gated_out_bones_take_the_generalists_targets():
     t = Teachers.__new__(Teachers)
     t.classes, t.partition, t.crops = ["a", "b", "c"], "bones", {}
-    t.experts = [(Const(2, 3.0), [0, 2], None), (Const(1, -3.0), [1], None)]
-    t.fallback = (Const(3, 1.0), [1], [1])  # bone b lost the CV: the generalist (logit 1) labels it
+    t.experts = [(ConstModel(2, 3.0), [0, 2], None), (ConstModel(1, -3.0), [1], None)]
+    t.fallback = (ConstModel(3, 1.0), [1], [1])  # bone b lost the CV: the generalist (logit 1) labels it
     p = t.predict(torch.zeros(1, 1, 4, 4))
     assert torch.allclose(p[0, 1], torch.sigmoid(torch.tensor(1.0)))
     assert torch.allclose(p[0, 0], torch.sigmoid(torch.tensor(3.0)))  # the winners keep their specialists
