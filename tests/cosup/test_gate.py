@@ -14,7 +14,7 @@ from cosup.teachers import Teachers
 
 def test_folds_hold_out_every_labelled_image_once():
     folds = fold_split([3, 9, 12, 40, 41], 2, seed=0)
-    assert sorted(sum(folds, [])) == [3, 9, 12, 40, 41] and {len(f) for f in folds} == {2, 3}
+    assert sorted(f for fold in folds for f in fold) == [3, 9, 12, 40, 41] and {len(f) for f in folds} == {2, 3}
     assert fold_split([3, 9, 12, 40, 41], 2, seed=0) == folds  # seeded: resume sees the same split
     assert len(fold_split(list(range(5)), 5, seed=1)) == 5  # leave-one-out
 
@@ -46,7 +46,7 @@ def test_gate_end_to_end(tmp_path):
                                              f"run_dir={tmp_path / 'ex'}"], cache)
     assert "gate (2-fold CV" in out
     g = json.loads((tmp_path / "ex" / "gate.json").read_text())
-    assert len(g["bones"]) == 29 and sorted(sum(g["folds"], [])) == json.loads(
+    assert len(g["bones"]) == 29 and sorted(f for fold in g["folds"] for f in fold) == json.loads(
         (tmp_path / "ex" / "experts.json").read_text())["labelled"]
     m = json.loads((tmp_path / "ex" / "experts.json").read_text())
     assert m["gate"]["use"] == {c: v["use_specialist"] for c, v in g["bones"].items()}
