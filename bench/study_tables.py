@@ -79,6 +79,28 @@ def main() -> None:
             v = [r["per_bone"][b] for r in rows if r["method"] == m and (m == "ceiling" or r["fraction"] != 0.1)]
             vals.append(pm(v, ".2f"))
         print(f"| {b} | " + " | ".join(vals) + " |")
+    gate_table(a.out, seeds)
+
+
+def gate_table(out: Path, seeds: list[int]) -> None:
+    """The per-bone gate's decisions (``cosupgate`` cells' ``experts/gate.json``): held-out Dice of the fold
+    generalists and specialists per bone and seed, S where the specialist was used."""
+    gates = {int(p.parts[-3][1:]): json.loads(p.read_text())
+             for p in sorted(out.glob("*/cosupgate/*/s*/experts/gate.json"))}
+    if not gates:
+        return
+    ss = [s for s in seeds if s in gates]
+    bones = list(next(iter(gates.values()))["bones"])
+    print()
+    print("| bone | " + " | ".join(f"s{s}: generalist / specialist" for s in ss) + " | specialist used |")
+    print("|---|" + "---|" * (len(ss) + 1))
+    for b in bones:
+        cells = [f"{gates[s]['bones'][b]['generalist']:.2f} / {gates[s]['bones'][b]['specialist']:.2f}"
+                 + (" S" if gates[s]["bones"][b]["use_specialist"] else "") for s in ss]
+        used = sum(gates[s]["bones"][b]["use_specialist"] for s in ss)
+        print(f"| {b} | " + " | ".join(cells) + f" | {used}/{len(ss)} |")
+    print("| specialists used | " + " | ".join(
+        f"{sum(v['use_specialist'] for v in gates[s]['bones'].values())}/{len(bones)}" for s in ss) + " | |")
 
 
 if __name__ == "__main__":
