@@ -80,6 +80,35 @@ def main() -> None:
             vals.append(pm(v, ".2f"))
         print(f"| {b} | " + " | ".join(vals) + " |")
     gate_table(a.out, seeds)
+    init_table(cell, seeds)
+
+
+def init_table(cell: dict, seeds: list[int]) -> None:
+    """Arms of a non-scratch init (e.g. pretrained) against scratch, paired by seed: the same method from scratch,
+    the scratch labelled-only student, and the gap recovered against the *scratch* labelled-only student and
+    ceiling (the whole pipeline against plain supervised training)."""
+    arms = sorted({(i, m, f) for (i, m, f, _) in cell if i != "scratch" and m != "ceiling"}, key=lambda t: (t[2], t[1]))
+    if not arms:
+        return
+    print()
+    print("| init | labels | method | Dice per seed | − same method from scratch | − scratch labelled-only | "
+          "gap recovered vs scratch labelled-only | gap mean ± sd |")
+    print("|---|---|---|---|---|---|---|---|")
+    for init, method, frac in arms:
+        d, same, lab, gap = [], [], [], []
+        for s in seeds:
+            r = cell.get((init, method, frac, s))
+            if r is None:
+                continue
+            x = r["mean_dice"]
+            d.append(x)
+            sm, b, c = (cell.get(("scratch", m, f, s)) for m, f in ((method, frac), ("finetune", frac), ("ceiling", 1.0)))
+            same.append(x - sm["mean_dice"] if sm else None)
+            lab.append(x - b["mean_dice"] if b else None)
+            gap.append((x - b["mean_dice"]) / (c["mean_dice"] - b["mean_dice"]) if b and c else None)
+        fmt = lambda v, f: ", ".join("–" if x is None else f"{x:{f}}" for x in v)  # noqa: E731
+        print(f"| {init} | {100 * frac:g}% | {method} | {fmt(d, '.4f')} | {fmt(same, '+.3f')} ({pm(same, '+.3f')}) | "
+              f"{fmt(lab, '+.3f')} ({pm(lab, '+.3f')}) | {fmt(gap, '.2f')} | {pm(gap, '.2f')} |")
 
 
 def gate_table(out: Path, seeds: list[int]) -> None:
