@@ -29,6 +29,11 @@ def pm(v, fmt=".4f") -> str:
     return f"{np.mean(v):{fmt}} ± {np.std(v, ddof=1):{fmt.replace('+', '')}}"
 
 
+def fmt(v, f: str) -> str:
+    """Per-seed values, "–" where a seed has none."""
+    return ", ".join("–" if x is None else f"{x:{f}}" for x in v)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
@@ -54,7 +59,6 @@ def main() -> None:
             ok = method not in ("finetune", "ceiling") and x is not None and b is not None
             diff.append(x - b["mean_dice"] if ok else None)
             gap.append((x - b["mean_dice"]) / (c["mean_dice"] - b["mean_dice"]) if ok and c else None)
-        fmt = lambda v, f: ", ".join("–" if x is None else f"{x:{f}}" for x in v)  # noqa: E731
         wall = [by_seed[s]["wall_s"] / 60 if s in by_seed else None for s in seeds]
         print(f"| {100 * frac:g}% | {method} | {fmt(d, '.4f')} | {pm(d)} | "
               f"{fmt(diff, '+.3f') if any(x is not None for x in diff) else ''} | "
@@ -106,7 +110,6 @@ def init_table(cell: dict, seeds: list[int]) -> None:
             same.append(x - sm["mean_dice"] if sm else None)
             lab.append(x - b["mean_dice"] if b else None)
             gap.append((x - b["mean_dice"]) / (c["mean_dice"] - b["mean_dice"]) if b and c else None)
-        fmt = lambda v, f: ", ".join("–" if x is None else f"{x:{f}}" for x in v)  # noqa: E731
         print(f"| {init} | {100 * frac:g}% | {method} | {fmt(d, '.4f')} | {fmt(same, '+.3f')} ({pm(same, '+.3f')}) | "
               f"{fmt(lab, '+.3f')} ({pm(lab, '+.3f')}) | {fmt(gap, '.2f')} | {pm(gap, '.2f')} |")
 
