@@ -3,6 +3,8 @@ conversion to float, unpacking and augmentation happen on the device, batched.""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -40,6 +42,12 @@ class CachedFrames(Dataset):
         return {"image": torch.from_numpy(img), "words": torch.from_numpy(words), "labelled": labelled, "index": f}
 
 
+def volume_name(frame: dict) -> str:
+    """The volume a cache frame is a slice of (its file name), "" for a frame that is a whole image. Slices of one
+    volume are scored together in 3D (:func:`bonekit.metrics.volume_dice`)."""
+    return Path(frame["image"]).name if frame.get("kind") == "volume" else ""
+
+
 class PairedFrames(Dataset):
     """Validation items: the input at training resolution, the label words at the label's own resolution."""
 
@@ -53,12 +61,10 @@ class PairedFrames(Dataset):
         return len(self.indices)
 
     def volume_of(self) -> dict[int, str] | None:
-        """Frame number -> its volume's file, where every frame is a slice of a volume (else None): validation then
-        scores each volume in 3D, as evaluate.py does."""
-        fr = self.inputs.frames
-        if not len(self.indices) or any(fr[int(f)].get("kind") != "volume" for f in self.indices):
-            return None
-        return {int(f): str(fr[int(f)]["image"]) for f in self.indices}
+        """Frame number -> its volume (:func:`volume_name`), where every frame is a slice of a volume (else None):
+        validation then scores each volume in 3D, as evaluate.py does."""
+        names = {int(f): volume_name(self.inputs.frames[int(f)]) for f in self.indices}
+        return names if names and all(names.values()) else None
 
     def __getitem__(self, i):
         f = int(self.indices[i])

@@ -90,11 +90,14 @@ def validate(accelerator, model, loader, n_classes: int, out_classes: list[int],
         rows = [torch.stack(counts_from_logits(logits[i : i + 1].float(), target[i : i + 1], threshold), 1)
                 for i in range(len(x))]
         c = torch.cat(rows)  # [n, 3, K]: small integers only
-        idx = torch.as_tensor(batch["index"], device=c.device)
-        if gather:
-            c, idx = accelerator.gather_for_metrics((c, idx))  # the frame of each row travels with its counts
+        if volume_of:  # the frame of each row travels with its counts (to group them by volume)
+            idx = torch.as_tensor(batch["index"], device=c.device)
+            if gather:
+                c, idx = accelerator.gather_for_metrics((c, idx))
+            frames += idx.tolist()
+        elif gather:
+            c = accelerator.gather_for_metrics(c)
         table.add(c[:, 0], c[:, 1], c[:, 2])
-        frames += idx.tolist()
     model.train()
     if volume_of:
         return volume_dice(table.counts(), [volume_of[f] for f in frames])[0]

@@ -29,7 +29,7 @@ from bonekit.cache import build
 from bonekit.cli import run
 from bonekit.config import DataConfig
 from bonekit.data import resolve_root
-from bonekit.datasets import PairedFrames
+from bonekit.datasets import PairedFrames, volume_name
 from bonekit.formats import discover
 from bonekit.maskbits import unpack
 from bonekit.metrics import (
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> Path:
         frame_counts.append(torch.stack([tp[0], fp[0], fn[0]]).cpu().numpy())  # [3, K]
         frame = items.labels.frames[int(items.label_indices[i])]
         names_img.append(frame_name(frame))
-        volume_of.append(Path(frame["image"]).name if frame.get("kind") == "volume" else "")
+        volume_of.append(volume_name(frame))
         # Confusion: predicted A where the truth is B and not A (neighbouring bones taken for each other).
         wrong = rearrange(m & ~gt, "k h w -> k (h w)").float()
         confusion += (wrong @ rearrange(gt, "k h w -> (h w) k").float()).double().cpu()  # [K pred, K truth]
