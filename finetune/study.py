@@ -21,7 +21,11 @@ labelled images as ``finetune``'s plus as many pool images):
 - ``cosupgate``: ``cosup`` where a bone's specialist targets are used only if the specialist beat the generalist
   by ``gate_folds``-fold cross-validation on the labelled images (cosup/gate.py); the generalist labels the rest;
 - ``bcp``: bidirectional copy-paste (Bai et al., CVPR 2023): an EMA teacher labels the pool, labelled and pool
-  images swap a box both ways, and the student starts from the ``finetune`` student (BCP's warm start).
+  images swap a box both ways, and the student starts from the ``finetune`` student (BCP's warm start);
+- ``bcp2``: a second BCP round: student and EMA teacher start from the ``bcp`` student of the cell (the previous
+  round's student labels the pool), same schedule again;
+- ``pooloff2``: ``bcp2``'s control: the same second round from the ``bcp`` student with no loss on pool images, so
+  ``bcp2 - pooloff2`` is what the pool adds in round two, not the extra steps.
 ``warm_start=true`` starts every distilled student from the ``finetune`` student of its cell (``bcp`` always does).
 A ceiling (every label) per init and seed gives PGR = (student - teacher) / (ceiling - teacher) and the gap
 recovered = (method - finetune) / (ceiling - finetune).
@@ -107,7 +111,7 @@ def dotlist(prefix: str, node) -> list[str]:
     return out
 
 
-METHODS = ("pooloff", "selftrain", "meanteacher", "cosup", "cosupgate", "bcp")
+METHODS = ("pooloff", "selftrain", "meanteacher", "cosup", "cosupgate", "bcp", "bcp2", "pooloff2")
 
 
 class Study:
@@ -199,6 +203,10 @@ class Study:
             return self.distilled(cell, frac, init, seed, None, list(c.meanteacher_args), ceiling, warm)
         if method == "bcp":
             return self.distilled(cell, frac, init, seed, None, list(c.bcp_args), ceiling, generalist)
+        if method in ("bcp2", "pooloff2"):  # round two starts from round one's (bcp's) student
+            prev = self.method("bcp", self.out / init / "bcp" / f"f{frac:g}" / f"s{seed}", frac, init, seed, ceiling)
+            extra = list(c.bcp_args) if method == "bcp2" else ["kd.weight_kd=0"]
+            return self.distilled(cell, frac, init, seed, None, extra, ceiling, prev)
         if method == "selftrain":
             ex = self.experts(cell / "experts", frac, init, seed, "single", str(generalist), 0)
             return self.distilled(cell, frac, init, seed, ex, list(c.kd_args), ceiling, warm)
