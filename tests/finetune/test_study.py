@@ -128,6 +128,29 @@ def test_lowlabel_benchmark_tiny(tmp_path):
     assert sorted(tuple(r.values()) for r in csv.DictReader(open(out / "results.csv"))) == before
 
 
+def test_second_round_starts_from_the_first_rounds_student(tmp_path):
+    """bcp2 and its control pooloff2 both start from the bcp student; only bcp2 puts a loss on the pool."""
+    import yaml
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    out = tmp_path / "rounds"
+    launch("finetune/study.py", [f"study={ROOT / 'configs' / 'lowlabel.yaml'}", f"out_dir={out}", "grid.fractions=[0.5]",
+                                 "grid.seeds=[0]", "grid.ceiling=false", "grid.finetune_fractions=[]",
+                                 "grid.methods=[bcp2,pooloff2]", "browser_check=false"]
+           + TINY_STUDY + ["stage_args=[loop.workers=0,eval_resolution=64]"], cache)
+    first = out / "scratch" / "bcp" / "f0.5" / "s0" / "student" / "round0" / "last.safetensors"
+    assert first.is_file()
+    kd = {}
+    for m in ("bcp2", "pooloff2"):
+        cfg = yaml.safe_load((out / "scratch" / m / "f0.5" / "s0" / "student" / "config.yaml").read_text())
+        assert cfg["student_init"] == str(first), m
+        kd[m] = cfg["kd"]
+    assert kd["bcp2"]["bcp"] and kd["bcp2"]["ema"] > 0 and kd["bcp2"]["weight_kd"] > 0
+    assert not kd["pooloff2"]["bcp"] and kd["pooloff2"]["weight_kd"] == 0
+    assert [r["method"] for r in csv.DictReader(open(out / "results.csv"))] == ["bcp2", "pooloff2"]
+
+
 @pytest.mark.slow
 def test_lowlabel_benchmark_one_seed(tmp_path):
     """One seed of the real benchmark (over an hour on 2 cores at its 1200/3000-step schedule): `pytest -m slow`."""
