@@ -90,7 +90,7 @@ class Cache:
         return img, m
 
     @classmethod
-    def open(cls, root: str | Path, resolution: int | None = None) -> "Cache":
+    def open(cls, root: str | Path, resolution: int | None = None) -> Cache:
         root = Path(root)
         idx_path = root / "index.json"
         if not idx_path.is_file():

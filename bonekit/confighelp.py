@@ -8,12 +8,12 @@ import difflib
 import inspect
 import re
 import typing
-from functools import lru_cache
+from functools import cache, lru_cache
 
 _FIELD = re.compile(r"^\s+(\w+)\s*:[^#]*?(?:#\s*(.*))?$")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _comments(cls: type) -> dict[str, str]:
     """``field name -> comment`` from the class body (the docstring's first line for nested sections)."""
     out: dict[str, str] = {}

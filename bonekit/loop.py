@@ -9,9 +9,10 @@ the best model by validation Dice (``best.safetensors``); a non-finite loss stop
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -26,7 +27,13 @@ from bonekit.engine import (
     optimizer_step,
 )
 from bonekit.maskbits import unpack
-from bonekit.metrics import DiceTable, counts_from_logits, format_per_class, summarise, volume_dice
+from bonekit.metrics import (
+    DiceTable,
+    counts_from_logits,
+    format_per_class,
+    summarise,
+    volume_dice,
+)
 from bonekit.models import link_or_copy, save_model
 from bonekit.runlog import Progress, RunLog
 from bonekit.tiles import sliding_window

@@ -128,7 +128,7 @@ def pgr_of_means(student: float, teacher: float, ceiling: float, min_gap: float 
     return None if np.isnan(v) else v
 
 
-def per_bone_markdown(rows: dict[str, "np.ndarray | list[float]"], classes: list[str], digits: int = 4) -> list[str]:
+def per_bone_markdown(rows: dict[str, np.ndarray | list[float]], classes: list[str], digits: int = 4) -> list[str]:
     """The one per-bone table: a markdown row per model (name, mean over bones, Dice per bone; NaN left empty).
     One model is written transposed (a row per bone), which reads better."""
     def cell(x):

@@ -11,8 +11,8 @@ bones (fingertips, Pisiform, Trapezoid) from another image of the batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -3,7 +3,7 @@ loss. Fine-tuning uses every output class; experts (cosup) use a subset of outpu
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np

@@ -56,7 +56,7 @@ class Manifest:
         return path
 
     @classmethod
-    def read(cls, path: str | Path) -> tuple["Manifest", Path]:
+    def read(cls, path: str | Path) -> tuple[Manifest, Path]:
         """``experts.json`` (or the experts run folder holding it) -> (manifest, its path)."""
         p = Path(path)
         if p.is_dir():
@@ -100,7 +100,7 @@ class PoolTargets:
         (out_dir / "targets.json").write_text(json.dumps(index, indent=1))
 
     @classmethod
-    def open(cls, out_dir: Path) -> "PoolTargets":
+    def open(cls, out_dir: Path) -> PoolTargets:
         p = out_dir / "targets.json"
         if not p.is_file():
             raise DataError(p, "no pool targets here: run cosup/label.py (or distill) first")

@@ -14,7 +14,7 @@ from bonekit.formats import coco, competition, maskdir
 from bonekit.formats.competition import Record
 from bonekit.formats.images import find_xrays, kind_of, read_raster_u8, read_xray
 
-__all__ = ["Record", "discover", "load_image", "load_mask", "competition", "coco", "maskdir"]
+__all__ = ["Record", "coco", "competition", "discover", "load_image", "load_mask", "maskdir"]
 
 
 def discover(root: str | Path, labels: str = "required") -> list[Record]:

@@ -55,7 +55,7 @@ class Person:
     plate: float = 0.025  # growth-plate thickness, share of the bone's length (children only)
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, wide: bool = False) -> "Person":
+    def sample(cls, rng: np.random.Generator, wide: bool = False) -> Person:
         if wide:
             return cls.sample_wide(rng)
         sex = "F" if rng.random() < 0.5 else "M"
@@ -70,7 +70,7 @@ class Person:
                    weight=weight, height=height, tissue=rng.uniform(0.85, 1.2))
 
     @classmethod
-    def sample_wide(cls, rng: np.random.Generator) -> "Person":
+    def sample_wide(cls, rng: np.random.Generator) -> Person:
         """The ``variation=wide`` population: a fifth children aged 5-17 (smaller hands, wide growth plates,
         carpals still small), adults to 85; thin to heavy soft tissue."""
         sex = "F" if rng.random() < 0.5 else "M"
@@ -101,7 +101,7 @@ class Pose:
     bent: bool
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, bent_share: float, wide: bool = False) -> "Pose":
+    def sample(cls, rng: np.random.Generator, bent_share: float, wide: bool = False) -> Pose:
         if wide:
             return cls.sample_wide(rng, bent_share)
         bent = bool(rng.random() < bent_share)
@@ -114,7 +114,7 @@ class Pose:
                    wrist_rotation=rot, wrist_deviation=dev, wrist_flexion=flex, bent=bent)
 
     @classmethod
-    def sample_wide(cls, rng: np.random.Generator, bent_share: float) -> "Pose":
+    def sample_wide(cls, rng: np.random.Generator, bent_share: float) -> Pose:
         """``variation=wide``: fingers from pressed together to splayed, some curled towards a fist (strong
         foreshortening), the thumb from adducted to abducted, and stronger wrist rotation/deviation/flexion."""
         bent = bool(rng.random() < bent_share)

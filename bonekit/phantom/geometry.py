@@ -27,15 +27,15 @@ class Ellipsoid:
         """Half-size of the world-aligned bounding box, ``[3]`` (exact for an ellipsoid)."""
         return np.sqrt(((self.rot * self.axes[None, :]) ** 2).sum(1))
 
-    def scaled(self, s) -> "Ellipsoid":
+    def scaled(self, s) -> Ellipsoid:
         """The same ellipsoid shrunk about its own centre (so it lies inside the original for s <= 1)."""
         return Ellipsoid(self.center, self.rot, self.axes * np.asarray(s, dtype=np.float64))
 
-    def transformed(self, rot: np.ndarray, shift: np.ndarray, pivot: np.ndarray) -> "Ellipsoid":
+    def transformed(self, rot: np.ndarray, shift: np.ndarray, pivot: np.ndarray) -> Ellipsoid:
         """Rigid motion: rotate by ``rot`` about ``pivot``, then add ``shift``."""
         return Ellipsoid(rot @ (self.center - pivot) + pivot + shift, rot @ self.rot, self.axes)
 
-    def mirrored_x(self) -> "Ellipsoid":
+    def mirrored_x(self) -> Ellipsoid:
         f = np.diag([-1.0, 1.0, 1.0])
         return Ellipsoid(f @ self.center, f @ self.rot, self.axes)
 

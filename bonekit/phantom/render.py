@@ -26,7 +26,7 @@ class View:
     y0: float  # world y of row 0's top edge
     pix: float  # cm per pixel
 
-    def at(self, size: int) -> "View":
+    def at(self, size: int) -> View:
         """The same field of view sampled by ``size x size`` pixels."""
         return View(size=size, x0=self.x0, y0=self.y0, pix=self.pix * self.size / size)
 
@@ -124,7 +124,7 @@ class Exposure:
     text: str = ""  # burnt-in annotation (dates, names, technician marks)
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> "Exposure":
+    def sample(cls, rng: np.random.Generator) -> Exposure:
         col = None
         if rng.random() < 0.35:
             col = tuple(float(v) for v in rng.uniform(0.0, 0.07, 4))
@@ -133,7 +133,7 @@ class Exposure:
                    marker_corner=int(rng.integers(0, 4)))
 
     @classmethod
-    def sample_wide(cls, rng: np.random.Generator) -> "Exposure":
+    def sample_wide(cls, rng: np.random.Generator) -> Exposure:
         """``variation=wide``: under- to over-exposed, soft to hard contrast curves, low to high noise and blur,
         collimation on most images, some inverted displays, heel gradients and burnt-in text."""
         col = tuple(float(v) for v in rng.uniform(0.0, 0.15, 4)) if rng.random() < 0.6 else None

@@ -8,7 +8,7 @@ import torch
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import nn
 
-METHODS: dict[str, type["Method"]] = {}
+METHODS: dict[str, type[Method]] = {}
 
 
 def register(name: str):
