@@ -22,8 +22,8 @@ labelled images as ``finetune``'s plus as many pool images):
   by ``gate_folds``-fold cross-validation on the labelled images (cosup/gate.py); the generalist labels the rest;
 - ``bcp``: bidirectional copy-paste (Bai et al., CVPR 2023): an EMA teacher labels the pool, labelled and pool
   images swap a box both ways, and the student starts from the ``finetune`` student (BCP's warm start);
-- ``bcp2``: a second BCP round: student and EMA teacher start from the ``bcp`` student of the cell (the previous
-  round's student labels the pool), same schedule again;
+- ``bcp2``, ``bcp3``: further BCP rounds: student and EMA teacher start from the previous round's student
+  (``bcp``, then ``bcp2``), which thus labels the pool at the start; the same schedule again each round;
 - ``pooloff2``: ``bcp2``'s control: the same second round from the ``bcp`` student with no loss on pool images, so
   ``bcp2 - pooloff2`` is what the pool adds in round two, not the extra steps.
 ``warm_start=true`` starts every distilled student from the ``finetune`` student of its cell (``bcp`` always does).
@@ -111,7 +111,7 @@ def dotlist(prefix: str, node) -> list[str]:
     return out
 
 
-METHODS = ("pooloff", "selftrain", "meanteacher", "cosup", "cosupgate", "bcp", "bcp2", "pooloff2")
+METHODS = ("pooloff", "selftrain", "meanteacher", "cosup", "cosupgate", "bcp", "bcp2", "bcp3", "pooloff2")
 
 
 class Study:
@@ -203,9 +203,10 @@ class Study:
             return self.distilled(cell, frac, init, seed, None, list(c.meanteacher_args), ceiling, warm)
         if method == "bcp":
             return self.distilled(cell, frac, init, seed, None, list(c.bcp_args), ceiling, generalist)
-        if method in ("bcp2", "pooloff2"):  # round two starts from round one's (bcp's) student
-            prev = self.method("bcp", self.out / init / "bcp" / f"f{frac:g}" / f"s{seed}", frac, init, seed, ceiling)
-            extra = list(c.bcp_args) if method == "bcp2" else ["kd.weight_kd=0"]
+        if method in ("bcp2", "bcp3", "pooloff2"):  # round N starts from round N-1's student
+            before = {"bcp2": "bcp", "bcp3": "bcp2", "pooloff2": "bcp"}[method]
+            prev = self.method(before, self.out / init / before / f"f{frac:g}" / f"s{seed}", frac, init, seed, ceiling)
+            extra = ["kd.weight_kd=0"] if method == "pooloff2" else list(c.bcp_args)
             return self.distilled(cell, frac, init, seed, None, extra, ceiling, prev)
         if method == "selftrain":
             ex = self.experts(cell / "experts", frac, init, seed, "single", str(generalist), 0)

@@ -129,7 +129,8 @@ def test_lowlabel_benchmark_tiny(tmp_path):
 
 
 def test_second_round_starts_from_the_first_rounds_student(tmp_path):
-    """bcp2 and its control pooloff2 both start from the bcp student; only bcp2 puts a loss on the pool."""
+    """Round N starts from round N-1's student (bcp3 <- bcp2 <- bcp); the control pooloff2 from the bcp student with
+    no loss on the pool."""
     import yaml
 
     cache = tmp_path / "cache"
@@ -137,18 +138,19 @@ def test_second_round_starts_from_the_first_rounds_student(tmp_path):
     out = tmp_path / "rounds"
     launch("finetune/study.py", [f"study={ROOT / 'configs' / 'lowlabel.yaml'}", f"out_dir={out}", "grid.fractions=[0.5]",
                                  "grid.seeds=[0]", "grid.ceiling=false", "grid.finetune_fractions=[]",
-                                 "grid.methods=[bcp2,pooloff2]", "browser_check=false"]
+                                 "grid.methods=[bcp3,pooloff2]", "browser_check=false"]
            + TINY_STUDY + ["stage_args=[loop.workers=0,eval_resolution=64]"], cache)
-    first = out / "scratch" / "bcp" / "f0.5" / "s0" / "student" / "round0" / "last.safetensors"
-    assert first.is_file()
+    def student(m):
+        return out / "scratch" / m / "f0.5" / "s0" / "student"
+
     kd = {}
-    for m in ("bcp2", "pooloff2"):
-        cfg = yaml.safe_load((out / "scratch" / m / "f0.5" / "s0" / "student" / "config.yaml").read_text())
-        assert cfg["student_init"] == str(first), m
+    for m, before in (("bcp2", "bcp"), ("bcp3", "bcp2"), ("pooloff2", "bcp")):
+        cfg = yaml.safe_load((student(m) / "config.yaml").read_text())
+        assert cfg["student_init"] == str(student(before) / "round0" / "last.safetensors"), m
         kd[m] = cfg["kd"]
-    assert kd["bcp2"]["bcp"] and kd["bcp2"]["ema"] > 0 and kd["bcp2"]["weight_kd"] > 0
+    assert kd["bcp3"]["bcp"] and kd["bcp3"]["ema"] > 0 and kd["bcp3"]["weight_kd"] > 0 and kd["bcp2"] == kd["bcp3"]
     assert not kd["pooloff2"]["bcp"] and kd["pooloff2"]["weight_kd"] == 0
-    assert [r["method"] for r in csv.DictReader(open(out / "results.csv"))] == ["bcp2", "pooloff2"]
+    assert [r["method"] for r in csv.DictReader(open(out / "results.csv"))] == ["bcp3", "pooloff2"]
 
 
 @pytest.mark.slow
