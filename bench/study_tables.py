@@ -48,7 +48,8 @@ def main() -> None:
     print(f"| labels | method | Dice per seed ({', '.join(f's{s}' for s in seeds)}) | mean ± sd | "
           "− labelled-only per seed | gap recovered per seed | gap mean ± sd | cell wall per seed (min) |")
     print("|---|---|---|---|---|---|---|---|")
-    order = ["ceiling", "finetune", "pooloff", "selftrain", "meanteacher", "cosup", "cosupgate", "bcp", "pooloff2", "bcp2", "bcp3"]
+    order = ["ceiling", "finetune", "pooloff", "selftrain", "meanteacher", "cosup", "cosupgate", "bcp", "pooloff2",
+             "bcp2", "bcp3"]
     for (init, frac, method), by_seed in sorted(groups.items(), key=lambda t: (-t[0][1], order.index(t[0][2])
                                                                                 if t[0][2] in order else 99)):
         d = [by_seed[s]["mean_dice"] if s in by_seed else None for s in seeds]

@@ -151,6 +151,18 @@ def test_second_round_starts_from_the_first_rounds_student(tmp_path):
     assert kd["bcp3"]["bcp"] and kd["bcp3"]["ema"] > 0 and kd["bcp3"]["weight_kd"] > 0 and kd["bcp2"] == kd["bcp3"]
     assert not kd["pooloff2"]["bcp"] and kd["pooloff2"]["weight_kd"] == 0
     assert [r["method"] for r in csv.DictReader(open(out / "results.csv"))] == ["bcp3", "pooloff2"]
+    # the docs' tables and rounds figure are made from these cells
+    import subprocess
+    import sys
+
+    env = {"PYTHONPATH": str(ROOT), "PATH": ""}
+    tables = subprocess.run([sys.executable, str(ROOT / "bench" / "study_tables.py"), str(out)], env=env,
+                            capture_output=True, text=True, check=True).stdout
+    assert "| 50% | bcp3 |" in tables and "| 50% | pooloff2 |" in tables
+    png = tmp_path / "rounds.png"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "rounds_figure.py"), str(out), "--fraction", "0.5",
+                    "--png", str(png)], env=env, check=True, capture_output=True)
+    assert png.stat().st_size > 10_000
 
 
 @pytest.mark.slow
