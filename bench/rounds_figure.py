@@ -63,7 +63,7 @@ def main() -> None:
         ax.set_title(f"{init} init, {a.fraction:.0%} labels")
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left")
     axes[0][0].set_ylabel("mean Dice, validation fold (dotted: ceiling)")
     fig.tight_layout()
     a.png.parent.mkdir(parents=True, exist_ok=True)
