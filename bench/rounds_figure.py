@@ -4,22 +4,18 @@ read from a finished study's result.json files (docs/results.md, "More rounds").
     python bench/rounds_figure.py runs/study/lowlabel --png docs/img/lowlabel_rounds.png
 
 Several study folders may be given (e.g. scratch and pretrained arms run apart): each init is read from the first
-folder that has its ``bcp`` cells. The dotted line is the every-label ceiling (from scratch where no pretrained one
+folder that has finished BCP-round cells of it. The dotted line is the every-label ceiling (from scratch where no pretrained one
 was run).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from study_tables import load
+
 ROUNDS = ["finetune", "bcp", "bcp2", "bcp3"]  # round 0 = the labelled-only student every BCP round starts from
-
-
-def dice(out: Path, init: str, method: str, frac: float, seed: int) -> float | None:
-    p = out / init / method / f"f{frac:g}" / f"s{seed}" / "result.json"
-    return json.loads(p.read_text())["mean_dice"] if p.is_file() else None
 
 
 def main() -> None:
@@ -33,30 +29,38 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    where = {}
+    # (init, method, fraction, seed) -> mean Dice, per study folder
+    cells = [{(r["init"], r["method"], r["fraction"], r["seed"]): r["mean_dice"] for r in load(o)} for o in a.outs]
+    arms = {*ROUNDS[1:], "pooloff2"}
+
+    def round_cells(c: dict, init: str) -> list[tuple]:
+        return [k for k in c if k[0] == init and k[1] in arms and k[2] == a.fraction]
+
+    where = {}  # init -> the first folder with finished BCP-round cells of that init
     for init in ("scratch", "pretrained"):
-        found = [o for o in a.outs if (o / init / "bcp").is_dir()]
+        found = [c for c in cells if round_cells(c, init)]
         if found:
             where[init] = found[0]
     if not where:
-        raise SystemExit(f"{a.outs}: no bcp cells")
+        raise SystemExit(f"{a.outs}: no finished BCP-round cell at fraction {a.fraction}")
     inits = list(where)
-    seeds = sorted({int(p.name[1:]) for i, o in where.items() for p in (o / i / "bcp" / f"f{a.fraction:g}").glob("s*")})
+    seeds = sorted({k[3] for init, c in where.items() for k in round_cells(c, init)})
     fig, axes = plt.subplots(1, len(inits), figsize=(5.2 * len(inits), 4), sharey=True, squeeze=False)
     for ax, init in zip(axes[0], inits):
-        out = where[init]
+        c = where[init]
+        control_labelled = False
         for k, seed in enumerate(seeds):
-            ys = [dice(out, init, m, a.fraction, seed) for m in ROUNDS]
+            ys = [c.get((init, m, a.fraction, seed)) for m in ROUNDS]
             xs = [x for x, y in zip(range(len(ROUNDS)), ys) if y is not None]
             color = f"C{k}"
             ax.plot(xs, [y for y in ys if y is not None], "o-", color=color, label=f"seed {seed}")
-            ctrl = dice(out, init, "pooloff2", a.fraction, seed)
+            ctrl = c.get((init, "pooloff2", a.fraction, seed))
             if ctrl is not None:  # round two without a loss on the pool, from the same bcp student
-                ax.plot([1, 2], [ys[1], ctrl], "x--", color=color, alpha=0.7,
-                        label="pooloff2 (control)" if not ax.get_legend_handles_labels()[1].count("pooloff2 (control)")
-                        else None)
-            ceil = next((c for o in a.outs for i in (init, "scratch")
-                         if (c := dice(o, i, "ceiling", 1.0, seed)) is not None), None)
+                ax.plot([1, 2], [float("nan") if ys[1] is None else ys[1], ctrl], "x--", color=color, alpha=0.7,
+                        label=None if control_labelled else "pooloff2 (control)")
+                control_labelled = True
+            ceil = next((cc[(i, "ceiling", 1.0, seed)] for cc in cells for i in (init, "scratch")
+                         if (i, "ceiling", 1.0, seed) in cc), None)
             if ceil is not None:
                 ax.axhline(ceil, color=color, lw=0.8, ls=":")
         ax.set_xticks(range(len(ROUNDS)), ["labelled\nonly", "bcp", "bcp2", "bcp3"])

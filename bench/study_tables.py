@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bonekit.classes import SMALL_BONES
+from finetune.study import METHODS
 
 
 def load(out: Path) -> list[dict]:
@@ -48,8 +49,7 @@ def main() -> None:
     print(f"| labels | method | Dice per seed ({', '.join(f's{s}' for s in seeds)}) | mean ± sd | "
           "− labelled-only per seed | gap recovered per seed | gap mean ± sd | cell wall per seed (min) |")
     print("|---|---|---|---|---|---|---|---|")
-    order = ["ceiling", "finetune", "pooloff", "selftrain", "meanteacher", "cosup", "cosupgate", "bcp", "pooloff2",
-             "bcp2", "bcp3"]
+    order = ["ceiling", "finetune", *METHODS]
     for (init, frac, method), by_seed in sorted(groups.items(), key=lambda t: (-t[0][1], order.index(t[0][2])
                                                                                 if t[0][2] in order else 99)):
         d = [by_seed[s]["mean_dice"] if s in by_seed else None for s in seeds]

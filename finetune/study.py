@@ -112,6 +112,7 @@ def dotlist(prefix: str, node) -> list[str]:
 
 
 METHODS = ("pooloff", "selftrain", "meanteacher", "cosup", "cosupgate", "bcp", "bcp2", "bcp3", "pooloff2")
+PREVIOUS_ROUND = {"bcp2": "bcp", "bcp3": "bcp2", "pooloff2": "bcp"}  # a later round starts from this arm's student
 
 
 class Study:
@@ -203,8 +204,8 @@ class Study:
             return self.distilled(cell, frac, init, seed, None, list(c.meanteacher_args), ceiling, warm)
         if method == "bcp":
             return self.distilled(cell, frac, init, seed, None, list(c.bcp_args), ceiling, generalist)
-        if method in ("bcp2", "bcp3", "pooloff2"):  # round N starts from round N-1's student
-            before = {"bcp2": "bcp", "bcp3": "bcp2", "pooloff2": "bcp"}[method]
+        if method in PREVIOUS_ROUND:
+            before = PREVIOUS_ROUND[method]
             prev = self.method(before, self.out / init / before / f"f{frac:g}" / f"s{seed}", frac, init, seed, ceiling)
             extra = ["kd.weight_kd=0"] if method == "pooloff2" else list(c.bcp_args)
             return self.distilled(cell, frac, init, seed, None, extra, ceiling, prev)
