@@ -4,7 +4,9 @@
     accelerate launch finetune/study.py study=configs/demo.yaml        # the whole-pipeline demo
 
 Each cell is a run folder under ``runs/study/<name>/``; a finished cell holds ``result.json`` and is skipped when
-the study runs again, so a stopped study continues where it was. Pretraining runs once and is shared. Outputs:
+the study runs again, so a stopped study continues where it was. Each cell also records the settings it was made
+with (``settings.json``: data, model, schedule, the arm's kd keys); a later run whose settings differ stops with the
+differing keys instead of reusing or resuming that cell (a new ``out_dir`` keeps both). Pretraining runs once and is shared. Outputs:
 ``results.csv`` (one row per cell), plots (Dice vs label fraction with seed spread, per-bone heatmap, PGR per
 bone) and one self-contained ``report.html``.
 
@@ -48,6 +50,7 @@ from bonekit.cli import run
 from bonekit.config import DataConfig
 from bonekit.metrics import pgr, pgr_of_means
 from bonekit.models import ModelConfig
+from finetune.cell_settings import cell_settings, claim
 
 
 @dataclass
@@ -196,7 +199,9 @@ class Study:
     def method(self, method: str, cell: Path, frac: float, init: str, seed: int, ceiling: str) -> Path:
         """One semi-supervised arm (see the module doc); its generalist is the ``finetune`` cell's student."""
         c = self.cfg
-        generalist = self.finetune(self.out / init / "finetune" / f"f{frac:g}" / f"s{seed}", frac, init, seed)
+        base = self.out / init / "finetune" / f"f{frac:g}" / f"s{seed}"
+        claim(base, cell_settings(c, "finetune", init))
+        generalist = self.finetune(base, frac, init, seed)
         warm = generalist if c.warm_start else None
         if method == "pooloff":
             return self.distilled(cell, frac, init, seed, None, ["kd.weight_kd=0"], ceiling, warm)
@@ -206,7 +211,9 @@ class Study:
             return self.distilled(cell, frac, init, seed, None, list(c.bcp_args), ceiling, generalist)
         if method in PREVIOUS_ROUND:
             before = PREVIOUS_ROUND[method]
-            prev = self.method(before, self.out / init / before / f"f{frac:g}" / f"s{seed}", frac, init, seed, ceiling)
+            prev_cell = self.out / init / before / f"f{frac:g}" / f"s{seed}"
+            claim(prev_cell, cell_settings(c, before, init))
+            prev = self.method(before, prev_cell, frac, init, seed, ceiling)
             extra = ["kd.weight_kd=0"] if method == "pooloff2" else list(c.bcp_args)
             return self.distilled(cell, frac, init, seed, None, extra, ceiling, prev)
         if method == "selftrain":
@@ -214,8 +221,9 @@ class Study:
             return self.distilled(cell, frac, init, seed, ex, list(c.kd_args), ceiling, warm)
         # cosup: round 0 is the self-trained student; round 1's specialists start from the generalist and are
         # routed and denoised by that student.
-        round0 = self.method("selftrain", self.out / init / "selftrain" / f"f{frac:g}" / f"s{seed}", frac, init, seed,
-                             ceiling)
+        round0_cell = self.out / init / "selftrain" / f"f{frac:g}" / f"s{seed}"
+        claim(round0_cell, cell_settings(c, "selftrain", init))
+        round0 = self.method("selftrain", round0_cell, frac, init, seed, ceiling)
         gate = (f"gate.folds={c.gate_folds}", f"gate.generalist_steps={c.steps.finetune}") if method == "cosupgate" else ()
         ex = self.experts(cell / "experts", frac, init, seed, c.groups, str(generalist), c.steps.experts, gate)
         return self.distilled(cell, frac, init, seed, ex, [*c.kd_args, f"kd_student={round0}"], ceiling, warm)
@@ -233,6 +241,8 @@ class Study:
         c = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         if not c.report_only:
+            for init, name, frac, seed in self.grid_cells():  # before anything is recorded or run
+                claim(self.cell_dir(init, name, frac, seed), cell_settings(c, name, init), record=False)
             config.save(c, self.out / "study.yaml")
         rows = []
         if c.report_only:  # every finished cell, whatever grid made it (e.g. several partial runs side by side)
@@ -242,18 +252,13 @@ class Study:
             order = {m: i for i, m in enumerate(["ceiling", "finetune", *METHODS])}
             rows.sort(key=lambda r: (r["init"], r["seed"], -r["fraction"] if r["method"] == "ceiling" else 0,
                                      r["fraction"], order.get(r["method"], 99)))
-        for init in ([] if c.report_only else c.grid.inits):
-            for seed in c.grid.seeds:
-                ceiling = None
-                if c.grid.ceiling:
-                    rows.append(self.cell("finetune", 1.0, init, seed, ceiling_row=True))
-                    ceiling = rows[-1]
-                for frac in c.grid.fractions:
-                    for method in c.grid.methods:
-                        rows.append(self.cell(method, frac, init, seed, ceiling=ceiling))
-                for frac in c.grid.finetune_fractions:
-                    if frac not in c.grid.fractions:
-                        rows.append(self.cell("finetune", frac, init, seed, ceiling=ceiling))
+        ceilings = {}  # (init, seed) -> the ceiling row, for the PGR of that seed's cells
+        for init, name, frac, seed in ([] if c.report_only else self.grid_cells()):
+            if name == "ceiling":
+                rows.append(self.cell("finetune", 1.0, init, seed, ceiling_row=True))
+                ceilings[init, seed] = rows[-1]
+            else:
+                rows.append(self.cell(name, frac, init, seed, ceiling=ceilings.get((init, seed))))
         from finetune.report_html import gap_recovered, pgr_of_means, write_report
 
         pgr_of_means(rows)  # recomputed from the rows, so cells written by older versions agree
@@ -281,11 +286,26 @@ class Study:
                 print("browser check skipped: no Chromium/playwright here (browser_check=false silences this)")
         return html
 
+    def cell_dir(self, init: str, name: str, frac: float, seed: int) -> Path:
+        return self.out / init / name / f"f{frac:g}" / f"s{seed}"
+
+    def grid_cells(self) -> list[tuple[str, str, float, int]]:
+        """(init, arm, fraction, seed) of every cell the grid asks for, in the order they run."""
+        g = self.cfg.grid
+        out = []
+        for init in g.inits:
+            for seed in g.seeds:
+                out += [(init, "ceiling", 1.0, seed)] if g.ceiling else []
+                out += [(init, m, f, seed) for f in g.fractions for m in g.methods]
+                out += [(init, "finetune", f, seed) for f in g.finetune_fractions if f not in g.fractions]
+        return out
+
     def cell(self, method: str, frac: float, init: str, seed: int, ceiling: dict | None = None,
              ceiling_row: bool = False) -> dict:
         name = "ceiling" if ceiling_row else method
-        cell = self.out / init / name / f"f{frac:g}" / f"s{seed}"
+        cell = self.cell_dir(init, name, frac, seed)
         done = cell / "result.json"
+        claim(cell, cell_settings(self.cfg, name, init))
         if done.is_file():
             print(f"[study] {init}/{name}/f{frac:g}/s{seed}: done, skipped")
             return json.loads(done.read_text())

@@ -75,6 +75,25 @@ def test_rerun_skips_finished_cells(study):
     assert json.loads((out / "pretrained" / "cosup" / "f0.1" / "s0" / "result.json").read_text())["method"] == "cosup"
 
 
+def test_changed_settings_never_reuse_a_cell(study, monkeypatch):
+    """A finished cell made with other settings stops the study with the differing key (it used to be skipped and
+    reported as if made with the new ones); the settings that made it run on unchanged."""
+    from bonekit.errors import ConfigError
+    from finetune.study import main
+
+    out, cache, _ = study
+    monkeypatch.setenv("BONEKIT_CACHE", str(cache))
+    args = [f"study={ROOT / 'configs' / 'demo.yaml'}", f"out_dir={out}", *TINY_STUDY]
+    recorded = json.loads((out / "pretrained" / "finetune" / "f0.1" / "s0" / "settings.json").read_text())
+    assert recorded["steps.finetune"] == 2 and recorded["steps.pretrain"] == 2 and recorded["data"]["resolution"] == 64
+    with pytest.raises(ConfigError, match=r"pretrained/ceiling/f1/s0: .*steps\.finetune: 2 -> 3"):
+        main([*args, "steps.finetune=3"])
+    with pytest.raises(ConfigError, match=r"data: .*'resolution': 64.*'resolution': 48"):
+        main([*args, "data.resolution=48"])
+    assert "steps.finetune: 3" not in (out / "study.yaml").read_text()  # checked before the study is recorded
+    assert json.loads((out / "pretrained" / "finetune" / "f0.1" / "s0" / "settings.json").read_text()) == recorded
+
+
 def test_report_in_a_real_browser(study):
     from finetune.report_html import browser_check
 
