@@ -23,3 +23,33 @@ def test_pretrain_speed(tmp_path):
                                                    f"run_dir={tmp_path / 'b'}"], cache)
     m = re.search(r"end-to-end ([\d.]+) img/s, model-only ([\d.]+) img/s", out)
     assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0
+
+
+def test_compare_studies_pairs_cells_by_seed(tmp_path):
+    """Two studies compared cell by cell: B − A per seed on the cells both finished, mean ± sd, wins; a cell
+    without a partner is counted, not paired; both studies' curves in one figure."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    def cell(study, method, frac, seed, dice):
+        d = tmp_path / study / "scratch" / method / f"f{frac:g}" / f"s{seed}"
+        d.mkdir(parents=True)
+        (d / "metrics.csv").write_text(f"step,val_dice\n100,{dice / 2}\n200,\n300,{dice}\n")
+        (d / "result.json").write_text(json.dumps({"init": "scratch", "method": method, "fraction": frac, "seed": seed,
+                                                   "mean_dice": dice, "checkpoint": str(d / "last.safetensors")}))
+
+    for s, (a, b) in enumerate([(0.20, 0.25), (0.30, 0.28), (0.40, 0.47)]):
+        cell("a", "finetune", 0.05, s, a)
+        cell("b", "finetune", 0.05, s, b)
+    cell("b", "ceiling", 1.0, 0, 0.9)  # no partner in study a
+    png = tmp_path / "curves.png"
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_studies.py"), str(tmp_path / "a"),
+                          str(tmp_path / "b"), "--names", "2D", "2.5D", "--png", str(png)],
+                         env={"PYTHONPATH": str(ROOT), "PATH": ""}, capture_output=True, text=True, check=True).stdout
+    assert "| 5% | finetune | 0.2000, 0.3000, 0.4000 | 0.2500, 0.2800, 0.4700 |" in out
+    assert "| +0.050, -0.020, +0.070 | +0.033 ± 0.047 | 2/3 |" in out
+    assert "1 cells without a partner" in out and "ceiling" not in out.split("(1 cells")[0]
+    assert png.stat().st_size > 5_000
