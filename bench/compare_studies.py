@@ -30,8 +30,9 @@ def paired(a: list[dict], b: list[dict]) -> tuple[dict, int]:
 
 
 def table(pairs: dict, na: str, nb: str) -> list[str]:
-    lines = [f"| labels | arm | {na} per seed | {nb} per seed | {na} mean ± sd | {nb} mean ± sd | "
-             f"{nb} − {na} per seed | mean ± sd | {nb} wins |", "|---|---|---|---|---|---|---|---|---|"]
+    head = (f"| labels | arm | {na} per seed | {nb} per seed | {na} mean ± sd | {nb} mean ± sd | "
+            f"{nb} − {na} per seed | mean ± sd | {nb} wins |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for (init, arm, frac), cells in pairs.items():
         da, db = [c[1] for c in cells], [c[2] for c in cells]
         d = [y - x for x, y in zip(da, db)]
