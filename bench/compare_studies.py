@@ -21,7 +21,7 @@ from finetune.report_html import plot_curves
 def paired(a: list[dict], b: list[dict]) -> tuple[dict, int]:
     """{(init, arm, fraction): [(seed, dice A, dice B), ...]} over the cells both studies finished, and the number
     of cells that had no partner."""
-    key = lambda r: (r["init"], r["method"], r["fraction"], r["seed"])  # noqa: E731
+    key = lambda r: (r["init"], r["method"], r["fraction"], r["seed"])
     ia, ib = {key(r): r for r in a}, {key(r): r for r in b}
     out: dict = {}
     for k in sorted(ia.keys() & ib.keys(), key=lambda k: (k[0], -k[2], k[1], k[3])):
