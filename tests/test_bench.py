@@ -53,3 +53,43 @@ def test_compare_studies_pairs_cells_by_seed(tmp_path):
     assert "| +0.050, -0.020, +0.070 | +0.033 ± 0.047 | 2/3 |" in out
     assert "1 cells without a partner" in out and "ceiling" not in out.split("(1 cells")[0]
     assert png.stat().st_size > 5_000
+
+
+def test_pool_targets_tells_identity_errors_from_shape_errors(tmp_path):
+    """Targets that give bone B's pixels to bone A count as errors on another bone (not background); keeping the
+    largest component removes a stray blob; the script scores a checkpoint on its own pool."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from conftest import COSUP_ARGS, ROOT
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from pool_targets import target_quality
+
+    gt = np.zeros((1, 2, 16, 16), bool)
+    gt[0, 0, 2:6, 2:6] = True  # bone A
+    gt[0, 1, 10:14, 10:14] = True  # bone B
+    prob = np.zeros((1, 2, 16, 16), np.float32)
+    prob[0, 0, 2:6, 2:6] = 0.9  # A found ...
+    prob[0, 0, 10:14, 10:14] = 0.8  # ... and A claims B's pixels, where B's own target is weaker
+    prob[0, 1, 10:14, 10:14] = 0.6
+    prob[0, 1, 0, 15] = 0.7  # a stray pixel of B on background
+    dice, err = target_quality(prob, gt)
+    assert err == {"fp_background": 1, "fp_other_bone": 16, "fn_empty": 0, "fn_other_bone": 0}
+    assert dice["raw"][1] < 1 and dice["largest component"][1] > 0.999  # the stray pixel goes
+    # one bone per pixel cannot repair identity: A keeps B's pixels (2*16/48) and B loses them
+    assert abs(dice["one bone per pixel"][0] - 2 / 3) < 1e-3 and dice["one bone per pixel"][1] < 0.001
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    ck = tmp_path / "run" / "last.safetensors"
+    launch("finetune/train.py", COSUP_ARGS + ["loop.steps=1", f"run_dir={ck.parent}"], cache)
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "pool_targets.py"), str(ck)], cwd=tmp_path,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "", "BONEKIT_CACHE": str(cache)},
+                         capture_output=True, text=True, check=True).stdout
+    row = [line for line in out.splitlines() if line.startswith(f"| {ck} |")]
+    assert row, out
+    pool, *dice_cols = row[0].split("|")[2:6]
+    assert int(pool) > 0 and all(0.0 <= float(v) <= 1.0 for v in dice_cols)

@@ -1,0 +1,110 @@
+"""How good are the targets a model gives the unlabelled pool? Scored against the pool's hidden labels (the phantom,
+or labelled data run at a label fraction), with the kind of error they carry and what two shape-level denoisers
+would do to them.
+
+    python bench/pool_targets.py runs/study/lowlabel/scratch/bcp/f0.05/s0/student/round0/last.safetensors [...]
+
+The pool is the checkpoint's own: its data config, ``labels.fraction`` and ``labels.seed``. Per checkpoint it prints
+the targets' Dice (per image and bone, at the training resolution, threshold 0.5), the same after keeping only the
+largest connected component of each bone, and after keeping one bone per pixel (the most probable); then where the
+errors lie: false-positive pixels on background or on another bone, missed pixels left empty or given to another
+bone. Mostly "another bone" means the targets confuse bone identity (which finger, which phalanx) more than shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import cv2
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from bonekit.accel import make_accelerator
+from bonekit.config import DataConfig
+from bonekit.maskbits import unpack
+from bonekit.models import load_model, read_model_meta
+from bonekit.segdata import setup
+
+EPS = 1e-4
+
+
+def largest_component(m: np.ndarray) -> np.ndarray:
+    """``bool [H, W]`` -> the largest 8-connected component of ``m`` (``m`` itself when it has at most one)."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return m
+    return lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+
+
+def target_quality(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> tuple[dict, dict]:
+    """Targets ``prob float [B, K, H, W]`` against labels ``gt bool [B, K, H, W]``: per-(image, bone) Dice lists of
+    the raw targets and the two denoised ones, and pixel counts of where the errors lie."""
+    pred = prob > threshold
+    top = (prob == prob.max(1, keepdims=True)) & pred  # one bone per pixel: the most probable
+    dice = {"raw": [], "largest component": [], "one bone per pixel": []}
+    err = dict.fromkeys(("fp_background", "fp_other_bone", "fn_empty", "fn_other_bone"), 0)
+    for b in range(len(pred)):
+        bone = gt[b].any(0)
+        for c in range(pred.shape[1]):
+            p, y = pred[b, c], gt[b, c]
+            for name, q in (("raw", p), ("largest component", largest_component(p) if p.any() else p),
+                            ("one bone per pixel", top[b, c])):
+                dice[name].append((2 * (q & y).sum() + EPS) / (q.sum() + y.sum() + EPS))
+            fp, fn = p & ~y, y & ~p
+            other = np.delete(pred[b], c, axis=0).any(0)  # pixels some other bone's target claims
+            err["fp_background"] += int((fp & ~bone).sum())
+            err["fp_other_bone"] += int((fp & bone).sum())
+            err["fn_other_bone"] += int((fn & other).sum())
+            err["fn_empty"] += int((fn & ~other).sum())
+    return dice, err
+
+
+def score(ck: str, batch: int = 16, threshold: float = 0.5) -> dict:
+    """Target quality of checkpoint ``ck`` on its own pool (see the module doc)."""
+    meta = read_model_meta(ck)
+    c = meta["config"]
+    data = OmegaConf.merge(OmegaConf.structured(DataConfig), c["data"])
+    sd = setup(data, make_accelerator("no"), c["labels"]["fraction"], c["labels"]["seed"], with_val=False)
+    labelled = sd.cache.labelled()
+    pool = np.array([i for i in sd.pool if labelled[i]], dtype=np.int64)
+    if not len(pool):
+        raise SystemExit(f"{ck}: its pool holds no image with a (hidden) label to score against")
+    model, _ = load_model(ck)
+    model.eval()
+    k, half = len(sd.classes), data.slices // 2
+    dice: dict = {}
+    err: dict = {}
+    with torch.no_grad():
+        for j in range(0, len(pool), batch):
+            idx = pool[j:j + batch]
+            x = torch.from_numpy(np.stack([sd.cache.stack(i, half) for i in idx])).float().div_(255)
+            prob = torch.sigmoid(model(x).float()).numpy()
+            gt = unpack(torch.from_numpy(np.stack([sd.cache.masks[i] for i in idx])), k).numpy().astype(bool)
+            d, e = target_quality(prob, gt, threshold)
+            for n, v in d.items():
+                dice.setdefault(n, []).extend(v)
+            for n, v in e.items():
+                err[n] = err.get(n, 0) + v
+    return {"pool": len(pool), "dice": {n: float(np.mean(v)) for n, v in dice.items()}, **err}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("checkpoints", nargs="+")
+    a = ap.parse_args()
+    torch.set_num_threads(1)  # a diagnostic beside training runs: one core
+    print("| checkpoint | pool images | target Dice | largest component per bone | one bone per pixel | "
+          "FP on another bone | FN given to another bone |")
+    print("|---|---|---|---|---|---|---|")
+    for ck in a.checkpoints:
+        r = score(ck)
+        d = r["dice"]
+        fp = r["fp_background"] + r["fp_other_bone"]
+        fn = r["fn_empty"] + r["fn_other_bone"]
+        print(f"| {ck} | {r['pool']} | {d['raw']:.4f} | {d['largest component']:.4f} | {d['one bone per pixel']:.4f} | "
+              f"{r['fp_other_bone'] / max(fp, 1):.1%} | {r['fn_other_bone'] / max(fn, 1):.1%} |")
+
+
+if __name__ == "__main__":
+    main()
