@@ -31,16 +31,23 @@ IGNORED_DATA_KEYS = ("workers", "cache_dir", "skip_bad")  # how data is read, no
 
 
 def cell_settings(cfg, arm: str, init: str) -> dict:
-    """The settings a cell of ``arm`` (a method, or "ceiling") under ``init`` is made with, as plain values."""
+    """The settings a cell of ``arm`` (a method, or "ceiling") under ``init`` is made with: dotted key -> value."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
     keys = ["student", "batch_size", "stage_args", *ARM_KEYS[arm]]
     if init == "pretrained":
         keys += ["steps.pretrain", "pretrain_args"]
-    out = {"data": {k: v for k, v in data.items() if k not in IGNORED_DATA_KEYS}}
+    out = flat("data", {k: v for k, v in data.items() if k not in IGNORED_DATA_KEYS})
     for k in keys:
         v = OmegaConf.select(cfg, k)
-        out[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+        out.update(flat(k, OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v))
     return out
+
+
+def flat(key: str, v) -> dict:
+    """{"data": {"phantom": {"people": 60}}} -> {"data.phantom.people": 60}, so a difference names its leaf."""
+    if not isinstance(v, dict):
+        return {key: v}
+    return {k: x for sub, val in v.items() for k, x in flat(f"{key}.{sub}", val).items()}
 
 
 def claim(cell: Path, settings: dict, record: bool = True) -> None:
