@@ -13,16 +13,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 from study_tables import fmt, load, pm
 
 from finetune.report_html import plot_curves
 
 
+def by_cell(rows: list[dict]) -> dict:
+    return {(r["init"], r["method"], r["fraction"], r["seed"]): r for r in rows}
+
+
 def paired(a: list[dict], b: list[dict]) -> tuple[dict, int]:
     """{(init, arm, fraction): [(seed, dice A, dice B), ...]} over the cells both studies finished, and the number
     of cells that had no partner."""
-    key = lambda r: (r["init"], r["method"], r["fraction"], r["seed"])
-    ia, ib = {key(r): r for r in a}, {key(r): r for r in b}
+    ia, ib = by_cell(a), by_cell(b)
     out: dict = {}
     for k in sorted(ia.keys() & ib.keys(), key=lambda k: (k[0], -k[2], k[1], k[3])):
         out.setdefault(k[:3], []).append((k[3], ia[k]["mean_dice"], ib[k]["mean_dice"]))
@@ -42,18 +46,38 @@ def table(pairs: dict, na: str, nb: str) -> list[str]:
     return lines
 
 
+def per_bone(a: list[dict], b: list[dict], na: str, nb: str) -> list[str]:
+    """Per bone and arm: B − A averaged over the paired seeds, bones of the largest |difference| first."""
+    ia, ib = by_cell(a), by_cell(b)
+    arms: dict = {}
+    for k in ia.keys() & ib.keys():
+        for bone, x in ia[k]["per_bone"].items():
+            arms.setdefault(k[:3], {}).setdefault(bone, []).append(ib[k]["per_bone"][bone] - x)
+    cols = sorted(arms, key=lambda t: (t[0], -t[2], t[1]))
+    lines = ["| bone | " + " | ".join(f"{nb} − {na}, {m} {100 * f:g}%" for _, m, f in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    bones = sorted(arms[cols[0]], key=lambda bn: -max(abs(np.mean(arms[c][bn])) for c in cols))
+    for bone in bones:
+        lines.append(f"| {bone} | " + " | ".join(pm(arms[c][bone], "+.3f") for c in cols) + " |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("a", type=Path)
     ap.add_argument("b", type=Path)
     ap.add_argument("--names", nargs=2, default=["A", "B"])
     ap.add_argument("--png", type=Path, help="validation curves of both studies, one panel per arm and fraction")
+    ap.add_argument("--per-bone", action="store_true", help="also B − A per bone (mean ± sd over seeds)")
     args = ap.parse_args()
     ra, rb = load(args.a), load(args.b)
     pairs, unpaired = paired(ra, rb)
     if not pairs:
         raise SystemExit(f"{args.a} and {args.b}: no cell finished in both")
     print("\n".join(table(pairs, *args.names)))
+    if args.per_bone:
+        print()
+        print("\n".join(per_bone(ra, rb, *args.names)))
     if unpaired:
         print(f"\n({unpaired} cells without a partner in the other study left out)")
     if args.png:

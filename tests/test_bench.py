@@ -39,7 +39,8 @@ def test_compare_studies_pairs_cells_by_seed(tmp_path):
         d.mkdir(parents=True)
         (d / "metrics.csv").write_text(f"step,val_dice\n100,{dice / 2}\n200,\n300,{dice}\n")
         (d / "result.json").write_text(json.dumps({"init": "scratch", "method": method, "fraction": frac, "seed": seed,
-                                                   "mean_dice": dice, "checkpoint": str(d / "last.safetensors")}))
+                                                   "mean_dice": dice, "per_bone": {"a": dice, "b": 0.5},
+                                                   "checkpoint": str(d / "last.safetensors")}))
 
     for s, (a, b) in enumerate([(0.20, 0.25), (0.30, 0.28), (0.40, 0.47)]):
         cell("a", "finetune", 0.05, s, a)
@@ -47,10 +48,12 @@ def test_compare_studies_pairs_cells_by_seed(tmp_path):
     cell("b", "ceiling", 1.0, 0, 0.9)  # no partner in study a
     png = tmp_path / "curves.png"
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_studies.py"), str(tmp_path / "a"),
-                          str(tmp_path / "b"), "--names", "2D", "2.5D", "--png", str(png)],
+                          str(tmp_path / "b"), "--names", "2D", "2.5D", "--png", str(png), "--per-bone"],
                          env={"PYTHONPATH": str(ROOT), "PATH": ""}, capture_output=True, text=True, check=True).stdout
     assert "| 5% | finetune | 0.2000, 0.3000, 0.4000 | 0.2500, 0.2800, 0.4700 |" in out
     assert "| +0.050, -0.020, +0.070 | +0.033 ± 0.047 | 2/3 |" in out
+    assert "| a | +0.033 ± 0.047 |" in out and "| b | +0.000 ± 0.000 |" in out  # largest difference first
+    assert out.index("| a |") < out.index("| b |")
     assert "1 cells without a partner" in out and "ceiling" not in out.split("(1 cells")[0]
     assert png.stat().st_size > 5_000
 
