@@ -6,9 +6,9 @@
 Each cell is a run folder under ``runs/study/<name>/``; a finished cell holds ``result.json`` and is skipped when
 the study runs again, so a stopped study continues where it was. Each cell also records the settings it was made
 with (``settings.json``: data, model, schedule, the arm's kd keys); a later run whose settings differ stops with the
-differing keys instead of reusing or resuming that cell (a new ``out_dir`` keeps both). Pretraining runs once and is shared. Outputs:
-``results.csv`` (one row per cell), plots (Dice vs label fraction with seed spread, per-bone heatmap, PGR per
-bone) and one self-contained ``report.html``.
+differing keys instead of reusing or resuming that cell (a new ``out_dir`` keeps both). Pretraining runs once and
+is shared. Outputs: ``results.csv`` (one row per cell), plots (Dice vs label fraction with seed spread, per-bone
+heatmap, PGR per bone) and one self-contained ``report.html``.
 
 Methods (every distilled arm uses the same loop, schedule and init as the others; its batch holds as many
 labelled images as ``finetune``'s plus as many pool images):

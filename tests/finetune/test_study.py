@@ -94,6 +94,13 @@ def test_changed_settings_never_reuse_a_cell(study, monkeypatch):
     assert json.loads((out / "pretrained" / "finetune" / "f0.1" / "s0" / "settings.json").read_text()) == recorded
 
 
+def test_every_arm_names_the_settings_its_cells_depend_on():
+    from finetune.cell_settings import ARM_KEYS
+    from finetune.study import METHODS
+
+    assert set(ARM_KEYS) == {"ceiling", "finetune", *METHODS}
+
+
 def test_report_in_a_real_browser(study):
     from finetune.report_html import browser_check
 
