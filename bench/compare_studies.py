@@ -14,13 +14,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from study_tables import fmt, load, pm
+from study_tables import by_cell, fmt, load, pm
 
 from finetune.report_html import plot_curves
-
-
-def by_cell(rows: list[dict]) -> dict:
-    return {(r["init"], r["method"], r["fraction"], r["seed"]): r for r in rows}
 
 
 def paired(a: list[dict], b: list[dict]) -> tuple[dict, int]:

@@ -23,10 +23,9 @@ from omegaconf import OmegaConf
 from bonekit.accel import make_accelerator
 from bonekit.config import DataConfig
 from bonekit.maskbits import unpack
+from bonekit.metrics import dice_numpy
 from bonekit.models import load_model, read_model_meta
 from bonekit.segdata import setup
-
-EPS = 1e-4
 
 
 def largest_component(m: np.ndarray) -> np.ndarray:
@@ -38,25 +37,18 @@ def largest_component(m: np.ndarray) -> np.ndarray:
 
 
 def target_quality(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> tuple[dict, dict]:
-    """Targets ``prob float [B, K, H, W]`` against labels ``gt bool [B, K, H, W]``: per-(image, bone) Dice lists of
-    the raw targets and the two denoised ones, and pixel counts of where the errors lie."""
+    """Targets ``prob float [B, K, H, W]`` against labels ``gt bool [B, K, H, W]``: per-(image, bone) Dice of the
+    raw targets and the two denoised ones (flat, image-major), and pixel counts of where the errors lie."""
     pred = prob > threshold
     top = (prob == prob.max(1, keepdims=True)) & pred  # one bone per pixel: the most probable
-    dice = {"raw": [], "largest component": [], "one bone per pixel": []}
-    err = dict.fromkeys(("fp_background", "fp_other_bone", "fn_empty", "fn_other_bone"), 0)
-    for b in range(len(pred)):
-        bone = gt[b].any(0)
-        for c in range(pred.shape[1]):
-            p, y = pred[b, c], gt[b, c]
-            for name, q in (("raw", p), ("largest component", largest_component(p) if p.any() else p),
-                            ("one bone per pixel", top[b, c])):
-                dice[name].append((2 * (q & y).sum() + EPS) / (q.sum() + y.sum() + EPS))
-            fp, fn = p & ~y, y & ~p
-            other = np.delete(pred[b], c, axis=0).any(0)  # pixels some other bone's target claims
-            err["fp_background"] += int((fp & ~bone).sum())
-            err["fp_other_bone"] += int((fp & bone).sum())
-            err["fn_other_bone"] += int((fn & other).sum())
-            err["fn_empty"] += int((fn & ~other).sum())
+    lcc = np.array([[largest_component(p) if p.any() else p for p in img] for img in pred])
+    dice = {name: dice_numpy(q, gt).ravel()
+            for name, q in (("raw", pred), ("largest component", lcc), ("one bone per pixel", top))}
+    bone = gt.any(1, keepdims=True)  # pixels of some bone
+    other = (pred.sum(1, keepdims=True) - pred) > 0  # pixels some other bone's target claims
+    fp, fn = pred & ~gt, gt & ~pred
+    err = {"fp_background": int((fp & ~bone).sum()), "fp_other_bone": int((fp & bone).sum()),
+           "fn_empty": int((fn & ~other).sum()), "fn_other_bone": int((fn & other).sum())}
     return dice, err
 
 
@@ -78,9 +70,9 @@ def score(ck: str, batch: int = 16, threshold: float = 0.5) -> dict:
     with torch.no_grad():
         for j in range(0, len(pool), batch):
             idx = pool[j:j + batch]
-            x = torch.from_numpy(np.stack([sd.cache.stack(i, half) for i in idx])).float().div_(255)
-            prob = torch.sigmoid(model(x).float()).numpy()
-            gt = unpack(torch.from_numpy(np.stack([sd.cache.masks[i] for i in idx])), k).numpy().astype(bool)
+            images, words = zip(*(sd.cache.read(i, half) for i in idx))
+            prob = torch.sigmoid(model(torch.from_numpy(np.stack(images)).float().div_(255)).float()).numpy()
+            gt = unpack(torch.from_numpy(np.stack(words)), k).numpy().astype(bool)
             d, e = target_quality(prob, gt, threshold)
             for n, v in d.items():
                 dice.setdefault(n, []).extend(v)

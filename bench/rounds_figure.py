@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from study_tables import load
+from study_tables import by_cell, load
 
 ROUNDS = ["finetune", "bcp", "bcp2", "bcp3"]  # round 0 = the labelled-only student every BCP round starts from
 
@@ -30,7 +30,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     # (init, method, fraction, seed) -> mean Dice, per study folder
-    cells = [{(r["init"], r["method"], r["fraction"], r["seed"]): r["mean_dice"] for r in load(o)} for o in a.outs]
+    cells = [{k: r["mean_dice"] for k, r in by_cell(load(o)).items()} for o in a.outs]
     arms = {*ROUNDS[1:], "pooloff2"}
 
     def round_cells(c: dict, init: str) -> list[tuple]:

@@ -21,6 +21,11 @@ def load(out: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(out.glob("*/*/*/s*/result.json"))]
 
 
+def by_cell(rows: list[dict]) -> dict:
+    """{(init, method, fraction, seed): row} — how every table pairs cells."""
+    return {(r["init"], r["method"], r["fraction"], r["seed"]): r for r in rows}
+
+
 def pm(v, fmt=".4f") -> str:
     v = [x for x in v if x is not None]
     if not v:
@@ -41,7 +46,7 @@ def main() -> None:
     ap.add_argument("--vs", nargs="*", default=["selftrain", "meanteacher", "pooloff"])
     a = ap.parse_args()
     rows = load(a.out)
-    cell = {(r["init"], r["method"], r["fraction"], r["seed"]): r for r in rows}
+    cell = by_cell(rows)
     seeds = sorted({r["seed"] for r in rows})
     groups = defaultdict(dict)
     for r in rows:

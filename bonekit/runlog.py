@@ -29,15 +29,22 @@ def make_run_dir(run_dir: str, stage: str, accelerator) -> Path:
 RESUME_FREE = {"resume", "run_dir", "allow_changed", "loop.stop_at_step", "train.stop_at_step", "out_dir"}
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def flat(d: dict, prefix: str = "") -> dict:
+    """{"data": {"phantom": {"people": 60}}} -> {"data.phantom.people": 60}, so a difference names its leaf."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
+            out.update(flat(v, key + "."))
         else:
             out[key] = v
     return out
+
+
+def changed_keys(old: dict, new: dict, ignore=lambda key: False) -> list[str]:
+    """``"key: old -> new"`` for every flat key whose value differs between ``old`` and ``new`` (sorted)."""
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k) and not ignore(k)]
 
 
 def start_run(cfg, stage: str, accelerator) -> Path:
@@ -75,14 +82,13 @@ def start_run(cfg, stage: str, accelerator) -> Path:
             raise ConfigError(f"{run_dir} holds checkpoints of an earlier run: resume=auto continues it; delete the "
                               "folder or choose another run_dir to start again (nothing is deleted for you)")
         if resuming and saved.is_file() and not cfg.get("allow_changed", False):
-            old = _flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
-            new = _flat(config.to_dict(cfg))
+            old = flat(OmegaConf.to_container(OmegaConf.load(saved), resolve=True))
+            new = flat(config.to_dict(cfg))
             # A key this version added, at its default, behaves as the run did before the key existed.
             schema = OmegaConf.get_type(cfg)
-            defaults = _flat(OmegaConf.to_container(OmegaConf.structured(schema), resolve=True)) if schema else {}
-            changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-                       if k not in RESUME_FREE and old.get(k) != new.get(k)
-                       and not (k not in old and k in defaults and new.get(k) == defaults[k])]
+            defaults = flat(OmegaConf.to_container(OmegaConf.structured(schema), resolve=True)) if schema else {}
+            changed = changed_keys(old, new, lambda k: k in RESUME_FREE or (
+                k not in old and k in defaults and new.get(k) == defaults[k]))
             if changed:
                 raise ConfigError(f"resume with a changed config ({len(changed)} key(s)): " + "; ".join(changed[:6])
                                   + ". Use the old values, or allow_changed=true to continue anyway")

@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from bonekit.errors import ConfigError
+from bonekit.runlog import changed_keys, flat
 
 # The study keys each arm's cells depend on, beyond data, model, batch and stage keys (pretraining's for
 # init=pretrained). A later round depends on its earlier rounds' keys, cosup on selftrain's.
@@ -36,18 +37,11 @@ def cell_settings(cfg, arm: str, init: str) -> dict:
     keys = ["student", "batch_size", "stage_args", *ARM_KEYS[arm]]
     if init == "pretrained":
         keys += ["steps.pretrain", "pretrain_args"]
-    out = flat("data", {k: v for k, v in data.items() if k not in IGNORED_DATA_KEYS})
+    picked = {"data": {k: v for k, v in data.items() if k not in IGNORED_DATA_KEYS}}
     for k in keys:
         v = OmegaConf.select(cfg, k)
-        out.update(flat(k, OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v))
-    return out
-
-
-def flat(key: str, v) -> dict:
-    """{"data": {"phantom": {"people": 60}}} -> {"data.phantom.people": 60}, so a difference names its leaf."""
-    if not isinstance(v, dict):
-        return {key: v}
-    return {k: x for sub, val in v.items() for k, x in flat(f"{key}.{sub}", val).items()}
+        picked[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+    return flat(picked)
 
 
 def claim(cell: Path, settings: dict, record: bool = True) -> None:
@@ -57,8 +51,7 @@ def claim(cell: Path, settings: dict, record: bool = True) -> None:
     if f.is_file():
         old = json.loads(f.read_text())
         if old != settings:
-            diff = [f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(old) | set(settings))
-                    if old.get(k) != settings.get(k)]
+            diff = changed_keys(old, settings)
             raise ConfigError(f"{cell}: this cell was made with other settings ({'; '.join(diff)}); "
                               "set a new out_dir, or delete the cell to re-run it")
         return
