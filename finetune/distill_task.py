@@ -12,7 +12,9 @@ Semi-supervised pieces, each a ``kd.*`` switch the study can turn on:
 - bidirectional copy-paste (``kd.bcp``, Bai et al., CVPR 2023): each labelled image is paired with a pool image, a
   box of one is pasted into the other both ways, and every pixel is taught by its own source (ground truth where
   it came from the labelled image, the teacher where it came from the pool), so labelled and pool statistics
-  meet inside every image.
+  meet inside every image;
+- hard pseudo-labels (``kd.hard``): the teacher's probabilities binarised at 0.5, as BCP and FixMatch use them, so
+  the student is pushed to commit where the teacher leans one way (soft targets teach a 0.4 as a 0.4).
 The labelled part of a batch gets the supervised loss at full weight (a mean over the labelled samples), so a
 distillation run with no pool loss (``kd.weight_kd=0``, the ``pooloff`` control) trains like plain fine-tuning.
 """
@@ -59,6 +61,7 @@ class KDConfig:
     min_keep: float = 0.5  # the smallest share of pool targets kept per bone when denoising
     bcp: bool = False  # bidirectional copy-paste between labelled and pool images (BCP)
     bcp_size: float = 0.667  # side of the pasted box as a share of the image side (BCP's 2/3)
+    hard: bool = False  # pool targets binarised at 0.5 (BCP's and FixMatch's hard pseudo-labels; masks use the soft p)
 
 
 def check_kd(kd: KDConfig) -> None:
@@ -249,7 +252,9 @@ class DistillTask:
         keep = batch["keep"].to(x.device)
         ignore = torch.zeros_like(y, dtype=torch.bool)
         if pool.any():
-            ignore[pool] = pool_ignore(y[pool], keep[pool], self.kd)
+            ignore[pool] = pool_ignore(y[pool], keep[pool], self.kd)  # on the soft probabilities
+            if self.kd.hard:
+                y[pool] = (y[pool] > 0.5).float()
             if self.kd.strong:
                 pk = [k for k, p in zip(keys, pool.tolist()) if p]
                 xs, ys, igs = cutmix_pool(strong_view(x[pool], pk), y[pool], ignore[pool], pk)

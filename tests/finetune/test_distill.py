@@ -236,3 +236,28 @@ def test_distill_runs_in_two_processes(experts):
         with open(tmp / f"ddp_{name}" / "round0" / "metrics.csv") as f:
             losses = [float(r["loss"]) for r in csv.DictReader(f) if r.get("loss")]
         assert losses and np.isfinite(losses).all(), name
+
+
+def test_hard_targets_binarise_the_pool_and_mask_on_the_soft_probabilities():
+    """``kd.hard``: pool targets become 0/1 at 0.5 (BCP's pseudo-labels); labelled images keep their ground truth,
+    and the confidence mask still sees the teacher's soft probabilities (a 0.55 is unsure, not a sure 1)."""
+    from bonekit.maskbits import pack
+
+    gt = np.zeros((2, 8, 8), bool)
+    gt[0, 1:4, 1:4] = True
+    teacher = torch.zeros(2, 2, 8, 8, dtype=torch.float16)
+    teacher[1, 0, :, :4], teacher[1, 0, :, 4:] = 0.55, 0.2  # the pool image: bone 0 leans "yes" on the left
+    teacher[1, 1] = 0.97
+    batch = {"image": torch.full((2, 1, 8, 8), 100, dtype=torch.uint8), "labelled": torch.tensor([True, False]),
+             "words": torch.from_numpy(np.stack([pack(gt), pack(np.zeros_like(gt))])),
+             "teacher": teacher, "keep": torch.ones(2, 2, dtype=torch.bool)}
+    still = SegAugConfig(flip=0, rotation=0, scale=0, shift=0, gamma=0, contrast=0, blur_p=0, noise=0)
+    for hard in (False, True):
+        task = DistillTask(2, still, ["a", "b"], KDConfig(hard=hard, pixel_threshold=0.9), "bce_dice", 100)
+        _, t = task.inputs(batch, [(0,), (1,)], 0)
+        pool = t["y"][1]
+        want = torch.tensor([1.0, 0.0, 1.0]) if hard else torch.tensor([0.55, 0.2, 0.97])
+        got = torch.stack([pool[0, 0, 0], pool[0, 0, 7], pool[1, 0, 0]])
+        assert torch.allclose(got, want, atol=1e-3), (hard, got)
+        assert t["y"][0, 0].bool().equal(torch.from_numpy(gt[0])) and t["y"][0, 1].sum() == 0  # ground truth
+        assert t["ignore"][1, 0].all() and not t["ignore"][1, 1].any()  # 0.55 and 0.2 unsure, 0.97 sure
