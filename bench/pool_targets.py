@@ -52,8 +52,9 @@ def target_quality(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> 
     return dice, err
 
 
-def score(ck: str, batch: int = 16, threshold: float = 0.5) -> dict:
-    """Target quality of checkpoint ``ck`` on its own pool (see the module doc)."""
+def score(ck: str, batch: int = 16, threshold: float = 0.5, flip: bool = False) -> dict:
+    """Target quality of checkpoint ``ck`` on its own pool (see the module doc); ``flip``: the targets are the mean
+    of the model's probabilities on the image and on its mirror image (mirrored back)."""
     meta = read_model_meta(ck)
     c = meta["config"]
     data = OmegaConf.merge(OmegaConf.structured(DataConfig), c["data"])
@@ -71,7 +72,11 @@ def score(ck: str, batch: int = 16, threshold: float = 0.5) -> dict:
         for j in range(0, len(pool), batch):
             idx = pool[j:j + batch]
             images, words = zip(*(sd.cache.read(i, half) for i in idx))
-            prob = torch.sigmoid(model(torch.from_numpy(np.stack(images)).float().div_(255)).float()).numpy()
+            x = torch.from_numpy(np.stack(images)).float().div_(255)
+            prob = torch.sigmoid(model(x).float())
+            if flip:
+                prob = (prob + torch.sigmoid(model(x.flip(-1)).float()).flip(-1)) / 2
+            prob = prob.numpy()
             gt = unpack(torch.from_numpy(np.stack(words)), k).numpy().astype(bool)
             d, e = target_quality(prob, gt, threshold)
             for n, v in d.items():
@@ -84,13 +89,14 @@ def score(ck: str, batch: int = 16, threshold: float = 0.5) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoints", nargs="+")
+    ap.add_argument("--flip", action="store_true", help="targets averaged with the mirrored image's (flip TTA)")
     a = ap.parse_args()
     torch.set_num_threads(1)  # a diagnostic beside training runs: one core
     print("| checkpoint | pool images | target Dice | largest component per bone | one bone per pixel | "
           "FP on another bone | FN given to another bone |")
     print("|---|---|---|---|---|---|---|")
     for ck in a.checkpoints:
-        r = score(ck)
+        r = score(ck, flip=a.flip)
         d = r["dice"]
         fp = r["fp_background"] + r["fp_other_bone"]
         fn = r["fn_empty"] + r["fn_other_bone"]

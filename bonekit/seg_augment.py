@@ -43,6 +43,7 @@ class SegAugConfig:
     mixup_p: float = 0.0  # probability of mixing with the next image of the batch (soft targets)
     copy_paste_p: float = 0.0  # probability of pasting small bones from the next image of the batch
     copy_paste_classes: list[str] = field(default_factory=lambda: list(SMALL_BONES))  # bones that copy-paste moves
+    invert_p: float = 0.0  # probability of showing the image inverted (MONOCHROME1: bones dark on bright)
 
 
 def paste_indices(cfg: SegAugConfig, classes: Sequence[str]) -> tuple[int, ...]:
@@ -53,7 +54,7 @@ def paste_indices(cfg: SegAugConfig, classes: Sequence[str]) -> tuple[int, ...]:
 
 def _params(keys: list[tuple[int, ...]], cfg: SegAugConfig) -> dict[str, torch.Tensor]:
     names = ["flip", "rot", "scale", "tx", "ty", "elastic", "gamma", "contrast", "blur", "cut", "cx", "cy", "mix",
-             "lam", "paste", "px", "py", "seed"]
+             "lam", "paste", "px", "py", "seed", "invert"]
     cols: dict[str, list[float]] = {k: [] for k in names}
     for key in keys:
         r = np.random.default_rng(np.random.SeedSequence([*key, 4242]))
@@ -75,6 +76,7 @@ def _params(keys: list[tuple[int, ...]], cfg: SegAugConfig) -> dict[str, torch.T
         cols["px"].append(r.uniform(-0.15, 0.15))
         cols["py"].append(r.uniform(-0.15, 0.15))
         cols["seed"].append(float(r.integers(0, 2**31 - 1)))
+        cols["invert"].append(float(r.random() < cfg.invert_p))  # drawn last: the earlier draws stay as they were
     return {k: torch.tensor(v, dtype=torch.float64 if k == "seed" else torch.float32) for k, v in cols.items()}
 
 
@@ -101,8 +103,11 @@ def augment(x: torch.Tensor, y: torch.Tensor, keys: list[tuple[int, ...]], cfg: 
     y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     if ignore is not None:
         ignore = F.grid_sample(ignore.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False) > 0.5
-    # Intensity: gamma, contrast, blur, noise.
+    # Intensity: polarity (exports of MONOCHROME1 images show bones dark), gamma, contrast, blur, noise.
     shape = (-1, 1, 1, 1)
+    if bool((p["invert"] > 0).any()):
+        inv = p["invert"].to(dev, x.dtype).view(shape)
+        x = inv * (1 - x) + (1 - inv) * x
     x = x.clamp(0, 1) ** p["gamma"].to(dev).view(shape)
     m = x.mean((1, 2, 3), keepdim=True)
     x = ((x - m) * p["contrast"].to(dev).view(shape) + m).clamp(0, 1)
