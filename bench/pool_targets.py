@@ -9,6 +9,8 @@ the targets' Dice (per image and bone, at the training resolution, threshold 0.5
 largest connected component of each bone, and after keeping one bone per pixel (the most probable); then where the
 errors lie: false-positive pixels on background or on another bone, missed pixels left empty or given to another
 bone. Mostly "another bone" means the targets confuse bone identity (which finger, which phalanx) more than shape.
+Last, how many images the model reads as the mirrored hand: their index..little rays and forearm bones score higher
+against the labels once read in mirror order (index <-> little, middle <-> ring, Radius <-> Ulna).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bonekit.accel import make_accelerator
+from bonekit.classes import RAYS
 from bonekit.config import DataConfig
 from bonekit.maskbits import unpack
 from bonekit.metrics import dice_numpy
@@ -52,6 +55,22 @@ def target_quality(prob: np.ndarray, gt: np.ndarray, threshold: float = 0.5) -> 
     return dice, err
 
 
+def mirror_order(classes: list[str]) -> tuple[list[int], list[int]] | None:
+    """Channels of the four long rays and the forearm, in order and in mirror order (None: bones missing)."""
+    names = [b for r in ("index", "middle", "ring", "little") for b in RAYS[r]] + ["Radius", "Ulna"]
+    mirrored = [b for r in ("little", "ring", "middle", "index") for b in RAYS[r]] + ["Ulna", "Radius"]
+    if not set(names) <= set(classes):
+        return None
+    return [classes.index(b) for b in names], [classes.index(b) for b in mirrored]
+
+
+def read_mirrored(pred: np.ndarray, gt: np.ndarray, order: tuple[list[int], list[int]]) -> np.ndarray:
+    """``[B]`` bool: images whose rays and forearm (``pred``, ``gt`` bool ``[B, K, H, W]``) match the labels
+    better when read in mirror order, i.e. the model took the hand for its other side."""
+    same, mirror = order
+    return dice_numpy(pred[:, mirror], gt[:, same]).mean(1) > dice_numpy(pred[:, same], gt[:, same]).mean(1)
+
+
 def score(ck: str, batch: int = 16, threshold: float = 0.5, flip: bool = False) -> dict:
     """Target quality of checkpoint ``ck`` on its own pool (see the module doc); ``flip``: the targets are the mean
     of the model's probabilities on the image and on its mirror image (mirrored back)."""
@@ -67,7 +86,8 @@ def score(ck: str, batch: int = 16, threshold: float = 0.5, flip: bool = False) 
     model.eval()
     k, half = len(sd.classes), data.slices // 2
     dice: dict = {}
-    err: dict = {}
+    err: dict = {"mirrored": 0}
+    order = mirror_order(list(sd.classes))
     with torch.no_grad():
         for j in range(0, len(pool), batch):
             idx = pool[j:j + batch]
@@ -79,6 +99,8 @@ def score(ck: str, batch: int = 16, threshold: float = 0.5, flip: bool = False) 
             prob = prob.numpy()
             gt = unpack(torch.from_numpy(np.stack(words)), k).numpy().astype(bool)
             d, e = target_quality(prob, gt, threshold)
+            if order is not None:
+                e["mirrored"] = int(read_mirrored(prob > threshold, gt, order).sum())
             for n, v in d.items():
                 dice.setdefault(n, []).extend(v)
             for n, v in e.items():
@@ -101,7 +123,8 @@ def main() -> None:
         fp = r["fp_background"] + r["fp_other_bone"]
         fn = r["fn_empty"] + r["fn_other_bone"]
         print(f"| {ck} | {r['pool']} | {d['raw']:.4f} | {d['largest component']:.4f} | {d['one bone per pixel']:.4f} | "
-              f"{r['fp_other_bone'] / max(fp, 1):.1%} | {r['fn_other_bone'] / max(fn, 1):.1%} |")
+              f"{r['fp_other_bone'] / max(fp, 1):.1%} | {r['fn_other_bone'] / max(fn, 1):.1%} | "
+              f"{r['mirrored']} of {r['pool']} |")
 
 
 if __name__ == "__main__":

@@ -89,10 +89,37 @@ def test_pool_targets_tells_identity_errors_from_shape_errors(tmp_path):
     cache.mkdir()
     ck = tmp_path / "run" / "last.safetensors"
     launch("finetune/train.py", COSUP_ARGS + ["loop.steps=1", f"run_dir={ck.parent}"], cache)
-    out = subprocess.run([sys.executable, str(ROOT / "bench" / "pool_targets.py"), str(ck)], cwd=tmp_path,
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "pool_targets.py"), "--flip", str(ck)], cwd=tmp_path,
                          env={"PYTHONPATH": str(ROOT), "PATH": "", "BONEKIT_CACHE": str(cache)},
                          capture_output=True, text=True, check=True).stdout
     row = [line for line in out.splitlines() if line.startswith(f"| {ck} |")]
     assert row, out
     pool, *dice_cols = row[0].split("|")[2:6]
     assert int(pool) > 0 and all(0.0 <= float(v) <= 1.0 for v in dice_cols)
+    assert row[0].rstrip(" |").endswith(f"of {int(pool)}")  # the mirrored-hand count
+
+
+def test_a_hand_read_in_mirror_order_is_counted_as_mirrored():
+    """A prediction that puts the index ray where the little finger is (and Radius where the Ulna is) is a hand
+    taken for its other side; the correct reading and an empty one are not."""
+    import sys
+
+    import numpy as np
+
+    from conftest import ROOT
+
+    from bonekit.classes import HAND29
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from pool_targets import mirror_order, read_mirrored
+
+    order = mirror_order(HAND29)
+    same, mirror = order
+    gt = np.zeros((3, 29, 8, 8), bool)
+    for j, c in enumerate(same):  # each ray/forearm bone its own pixel
+        gt[:, c, j // 8, j % 8] = True
+    pred = gt.copy()
+    pred[1][mirror] = gt[1][same]  # image 1: read as the other hand
+    pred[2] = False  # image 2: nothing found
+    assert read_mirrored(pred, gt, order).tolist() == [False, True, False]
+    assert mirror_order(["a", "b"]) is None
