@@ -115,8 +115,8 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)  # a diagnostic beside training runs: one core
     print("| checkpoint | pool images | target Dice | largest component per bone | one bone per pixel | "
-          "FP on another bone | FN given to another bone |")
-    print("|---|---|---|---|---|---|---|")
+          "FP on another bone | FN given to another bone | read as the mirrored hand |")
+    print("|---|---|---|---|---|---|---|---|")
     for ck in a.checkpoints:
         r = score(ck, flip=a.flip)
         d = r["dice"]
