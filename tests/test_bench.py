@@ -123,3 +123,31 @@ def test_a_hand_read_in_mirror_order_is_counted_as_mirrored():
     pred[2] = False  # image 2: nothing found
     assert read_mirrored(pred, gt, order).tolist() == [False, True, False]
     assert mirror_order(["a", "b"]) is None
+
+
+def test_anatomical_order_puts_the_index_ray_next_to_the_thumb():
+    """Rays labelled in the wrong order (index and little swapped, Radius and Ulna swapped) get anatomy's order
+    back: index nearest the thumb, little farthest, the Radius on the thumb's side."""
+    import sys
+
+    import numpy as np
+
+    from conftest import ROOT
+
+    from bonekit.classes import HAND29
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from pool_targets import ordered_from_thumb, ray_channels
+
+    rays = ray_channels(HAND29)
+    truth = np.zeros((29, 40, 40), np.float32)
+    for k, (name, col) in enumerate([("thumb", 2), ("index", 10), ("middle", 18), ("ring", 26), ("little", 34)]):
+        truth[rays[name], 5:30, col:col + 3] = 0.9  # rays side by side, thumb at the left
+    truth[rays["forearm"][0], 32:38, 4:12] = 0.9  # Radius under the thumb
+    truth[rays["forearm"][1], 32:38, 28:36] = 0.9
+    swapped = truth.copy()
+    swapped[rays["index"]], swapped[rays["little"]] = truth[rays["little"]], truth[rays["index"]]
+    swapped[rays["forearm"]] = truth[rays["forearm"][::-1]]
+    assert not np.allclose(swapped, truth)
+    assert np.allclose(ordered_from_thumb(swapped, rays), truth)
+    assert np.allclose(ordered_from_thumb(truth, rays), truth)  # already in order: unchanged
