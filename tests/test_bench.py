@@ -151,3 +151,20 @@ def test_anatomical_order_puts_the_index_ray_next_to_the_thumb():
     assert not np.allclose(swapped, truth)
     assert np.allclose(ordered_from_thumb(swapped, rays), truth)
     assert np.allclose(ordered_from_thumb(truth, rays), truth)  # already in order: unchanged
+
+
+def test_polarity_tells_an_inverted_display_from_a_normal_one():
+    import sys
+
+    import numpy as np
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from polarity import inverted
+
+    yy, xx = np.mgrid[:32, :32]
+    bone = (yy - 16) ** 2 + (xx - 16) ** 2 < 36
+    image = np.where(bone, 200, 60).astype(np.uint8) + np.random.default_rng(0).integers(0, 20, (32, 32), np.uint8)
+    assert not inverted(image, bone) and inverted(255 - image, bone)
+    assert not inverted(image, np.zeros_like(bone))  # no bone: nothing to compare
