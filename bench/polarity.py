@@ -18,13 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+from pool_targets import checkpoint_split
 
-from bonekit.accel import make_accelerator
-from bonekit.config import DataConfig
 from bonekit.maskbits import unpack
-from bonekit.models import read_model_meta
-from bonekit.segdata import setup
 
 
 def inverted(image: np.ndarray, bone: np.ndarray, ring: int = 3) -> bool:
@@ -42,9 +38,7 @@ def main() -> None:
     ap.add_argument("cells", nargs="*")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    c = read_model_meta(a.checkpoint)["config"]
-    data = OmegaConf.merge(OmegaConf.structured(DataConfig), c["data"])
-    sd = setup(data, make_accelerator("no"), c["labels"]["fraction"], c["labels"]["seed"], with_val=False)
+    sd, data = checkpoint_split(a.checkpoint)
     k, half = len(sd.classes), data.slices // 2
 
     def polarity(i: int) -> bool:
@@ -60,7 +54,8 @@ def main() -> None:
         print("| cell | inverted images | normal images | all |")
         print("|---|---|---|---|")
     for cell in a.cells:
-        rows = list(csv.DictReader(open(Path(cell) / "eval" / "per_image.csv")))
+        with open(Path(cell) / "eval" / "per_image.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
         dice = {flag: [float(r["mean_dice"]) for r in rows if val[r["image"]] == flag] for flag in (True, False)}
         every = dice[True] + dice[False]
         print(f"| {cell} | {np.mean(dice[True]):.3f} (n={len(dice[True])}) | {np.mean(dice[False]):.3f} "

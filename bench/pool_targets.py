@@ -116,13 +116,18 @@ def read_mirrored(pred: np.ndarray, gt: np.ndarray, order: tuple[list[int], list
     return dice_numpy(pred[:, mirror], gt[:, same]).mean(1) > dice_numpy(pred[:, same], gt[:, same]).mean(1)
 
 
+def checkpoint_split(ck: str):
+    """The data of checkpoint ``ck`` split as it was trained: its data config, label fraction and label seed ->
+    (``SegData``, the data config)."""
+    c = read_model_meta(ck)["config"]
+    data = OmegaConf.merge(OmegaConf.structured(DataConfig), c["data"])
+    return setup(data, make_accelerator("no"), c["labels"]["fraction"], c["labels"]["seed"], with_val=False), data
+
+
 def score(ck: str, batch: int = 16, threshold: float = 0.5, flip: bool = False) -> dict:
     """Target quality of checkpoint ``ck`` on its own pool (see the module doc); ``flip``: the targets are the mean
     of the model's probabilities on the image and on its mirror image (mirrored back)."""
-    meta = read_model_meta(ck)
-    c = meta["config"]
-    data = OmegaConf.merge(OmegaConf.structured(DataConfig), c["data"])
-    sd = setup(data, make_accelerator("no"), c["labels"]["fraction"], c["labels"]["seed"], with_val=False)
+    sd, data = checkpoint_split(ck)
     labelled = sd.cache.labelled()
     pool = np.array([i for i in sd.pool if labelled[i]], dtype=np.int64)
     if not len(pool):
