@@ -136,7 +136,7 @@ def score(ck: str, batch: int = 16, threshold: float = 0.5, flip: bool = False) 
     model.eval()
     k, half = len(sd.classes), data.slices // 2
     dice: dict = {}
-    err: dict = {"mirrored": 0}
+    err: dict = {}
     order, rays = mirror_order(list(sd.classes)), ray_channels(list(sd.classes))
     with torch.no_grad():
         for j in range(0, len(pool), batch):
@@ -172,10 +172,11 @@ def main() -> None:
         d = r["dice"]
         fp = r["fp_background"] + r["fp_other_bone"]
         fn = r["fn_empty"] + r["fn_other_bone"]
+        mirrored = f"{r['mirrored']} of {r['pool']}" if "mirrored" in r else "–"  # "–": not a hand's 29 bones
         print(f"| {ck} | {r['pool']} | {d['raw']:.4f} | {d['largest component']:.4f} | {d['one bone per pixel']:.4f} | "
               f"{d.get('rays ordered from the thumb', float('nan')):.4f} | "
               f"{r['fp_other_bone'] / max(fp, 1):.1%} | {r['fn_other_bone'] / max(fn, 1):.1%} | "
-              f"{r['mirrored']} of {r['pool']} |")
+              f"{mirrored} |")
 
 
 if __name__ == "__main__":

@@ -65,7 +65,6 @@ def test_pool_targets_tells_identity_errors_from_shape_errors(tmp_path):
     import sys
 
     import numpy as np
-
     from conftest import COSUP_ARGS, ROOT
 
     sys.path.insert(0, str(ROOT / "bench"))
@@ -105,7 +104,6 @@ def test_a_hand_read_in_mirror_order_is_counted_as_mirrored():
     import sys
 
     import numpy as np
-
     from conftest import ROOT
 
     from bonekit.classes import HAND29
@@ -131,7 +129,6 @@ def test_anatomical_order_puts_the_index_ray_next_to_the_thumb():
     import sys
 
     import numpy as np
-
     from conftest import ROOT
 
     from bonekit.classes import HAND29
@@ -157,7 +154,6 @@ def test_polarity_tells_an_inverted_display_from_a_normal_one():
     import sys
 
     import numpy as np
-
     from conftest import ROOT
 
     sys.path.insert(0, str(ROOT / "bench"))

@@ -4,7 +4,7 @@ import torch
 
 from bonekit.seg_augment import SegAugConfig, _params, augment
 
-STILL = dict(flip=0, rotation=0, scale=0, shift=0, gamma=0, contrast=0, blur_p=0, noise=0)
+STILL = {"flip": 0, "rotation": 0, "scale": 0, "shift": 0, "gamma": 0, "contrast": 0, "blur_p": 0, "noise": 0}
 
 
 def test_invert_shows_bones_dark_and_leaves_the_masks_alone():
