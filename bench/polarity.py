@@ -45,8 +45,7 @@ def main() -> None:
         image, words = sd.cache.read(i, half)
         return inverted(image[half], unpack(torch.from_numpy(words[None]), k)[0].numpy().any(0))
 
-    name = {int(i): Path(sd.cache.frames[i]["image"]).name for i in range(len(sd.cache.frames))}
-    val = {name[int(i)]: polarity(int(i)) for i in sd.val_idx}
+    val = {Path(sd.cache.frames[i]["image"]).name: polarity(int(i)) for i in sd.val_idx}  # keyed as per_image.csv
     lab = [polarity(int(i)) for i in sd.labelled]
     print(f"inverted: {sum(lab)} of {len(lab)} labelled images, {np.mean([polarity(int(i)) for i in sd.pool]):.0%} of "
           f"the pool, {sum(val.values())} of {len(val)} validation images")
