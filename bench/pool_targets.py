@@ -121,7 +121,7 @@ def checkpoint_split(ck: str):
     (``SegData``, the data config)."""
     c = read_model_meta(ck)["config"]
     data = OmegaConf.merge(OmegaConf.structured(DataConfig), c["data"])
-    return setup(data, make_accelerator("no"), c["labels"]["fraction"], c["labels"]["seed"], with_val=False), data
+    return setup(data, make_accelerator("no"), c["labels"], with_val=False), data
 
 
 def score(ck: str, batch: int = 16, threshold: float = 0.5, flip: bool = False) -> dict:

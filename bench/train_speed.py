@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> str:
     accelerator = make_accelerator(cfg.precision)
     set_seed(cfg.loop.seed)
     run_dir = start_run(cfg, "bench-train", accelerator)
-    d = setup(cfg.data, accelerator, cfg.labels.fraction, cfg.labels.seed, cfg.eval_resolution, with_val=False)
+    d = setup(cfg.data, accelerator, cfg.labels, cfg.eval_resolution, with_val=False)
     k = len(d.classes)
     train_ds = CachedFrames(d.cache, d.labelled, cfg.data.slices)
     task = SupervisedTask(k, list(range(k)), OmegaConf.to_object(cfg.aug), d.classes, cfg.loss, None, cfg.crop)

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from bonekit.cache import Cache, build
 from bonekit.data import resolve_root
 from bonekit.datasets import PairedFrames
-from bonekit.errors import DataError
+from bonekit.errors import ConfigError, DataError
 from bonekit.formats import discover
 from bonekit.splits import label_subset, train_val
 
@@ -46,8 +46,13 @@ def records_of(data_cfg) -> tuple[Path, list, list]:
     return root, records, extra
 
 
-def setup(data_cfg, accelerator, fraction: float = 1.0, label_seed: int = 0, eval_resolution: int = 0,
-          with_val: bool = True) -> SegData:
+def setup(data_cfg, accelerator, labels=None, eval_resolution: int = 0, with_val: bool = True) -> SegData:
+    """Cache ``data_cfg``'s frames and split them: person-grouped folds, then the label subset ``labels`` (a
+    ``labels.*`` mapping: fraction, seed, unit; None: every training frame labelled) of the training folds."""
+    labels = {"fraction": 1.0, "seed": 0, **(labels or {})}
+    unit = labels.get("unit", "frame")
+    if unit not in ("frame", "volume"):
+        raise ConfigError(f"labels.unit={unit!r} is not one of ['frame', 'volume']")
     classes = list(OmegaConf.to_container(data_cfg.classes))
     with accelerator.main_process_first():
         root, records, extra_records = records_of(data_cfg)
@@ -61,7 +66,9 @@ def setup(data_cfg, accelerator, fraction: float = 1.0, label_seed: int = 0, eva
     if len(set(persons)) < data_cfg.folds:
         raise DataError(root, f"{len(set(persons))} people cannot fill data.folds={data_cfg.folds} person-grouped folds")
     train_idx, val_idx = (own[i] for i in train_val(persons, data_cfg.folds, data_cfg.fold, seed=0))
-    labelled, pool = label_subset(train_idx, fraction, seed=label_seed)
+    # unit=volume: a volume's slices share their source file, so they are labelled (or pooled) together.
+    units = [cache.frames[i]["image"] for i in train_idx] if unit == "volume" else None
+    labelled, pool = label_subset(train_idx, labels["fraction"], seed=labels["seed"], groups=units)
     extra = np.flatnonzero(is_extra)
     pool = np.concatenate([pool, extra]).astype(np.int64)
     val = None

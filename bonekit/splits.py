@@ -30,15 +30,27 @@ def train_val(persons: list[str], n_folds: int, fold: int, seed: int = 0) -> tup
     return np.flatnonzero(f != fold), np.flatnonzero(f == fold)
 
 
-def label_subset(train_idx: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def label_subset(train_idx: np.ndarray, fraction: float, seed: int = 0,
+                 groups: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(labelled, unlabelled pool) indices of ``train_idx``.
 
     Nested: the subset for a smaller fraction is a prefix of the one for a larger fraction with the same seed
-    (one seeded permutation, cut at ``ceil(fraction * N)``, at least one image).
+    (one seeded permutation, cut at ``ceil(fraction * N)``, at least one). ``groups[j]`` names the unit frame
+    ``train_idx[j]`` is labelled with (its volume, for ``labels.unit=volume``): the permutation and the cut are over
+    units, in order of first appearance, and a unit's frames are labelled together. Where every frame is its own
+    unit (radiographs) the result is the per-frame one.
     """
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"labels.fraction must be in (0, 1], got {fraction}")
     idx = np.asarray(train_idx)
-    order = idx[np.random.default_rng(seed).permutation(len(idx))]
-    n = max(1, math.ceil(round(fraction * len(idx), 9)))
-    return np.sort(order[:n]), np.sort(order[n:])
+    units = list(dict.fromkeys(groups)) if groups is not None else list(range(len(idx)))
+    if groups is not None and len(groups) != len(idx):
+        raise ValueError(f"{len(groups)} unit names for {len(idx)} frames")
+    order = np.random.default_rng(seed).permutation(len(units))
+    n = max(1, math.ceil(round(fraction * len(units), 9)))
+    if groups is None:
+        chosen = idx[order[:n]]
+        return np.sort(chosen), np.sort(idx[order[n:]])
+    keep = {units[u] for u in order[:n]}
+    mask = np.array([g in keep for g in groups], dtype=bool)
+    return np.sort(idx[mask]), np.sort(idx[~mask])

@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> Path:
     cfg.run_dir = checkpoint.find_resume_run(cfg.resume, cfg.run_dir, "experts")
     accelerator = make_accelerator(cfg.precision)
     run_dir = start_run(cfg, "experts", accelerator)
-    d = setup(cfg.data, accelerator, cfg.labels.fraction, cfg.labels.seed, cfg.eval_resolution)
+    d = setup(cfg.data, accelerator, cfg.labels, cfg.eval_resolution)
     experts, shard_info = plan_experts(cfg, d, accelerator)
     accelerator.print(f"{len(experts)} experts ({cfg.partition.by}) on {len(d.labelled)} labelled frames: "
                       + ", ".join(f"{e['name']} ({len(e['classes'])} bones, {len(e['frames'])} images)" for e in experts))

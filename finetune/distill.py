@@ -92,14 +92,14 @@ def main(argv: list[str] | None = None) -> Path:
     elif cfg.kd.ema > 0 or cfg.kd.weight_kd == 0:
         # A mean teacher needs no experts, nor does the pooloff control: the pool is the training folds' rest
         # (and data.pool_root's images).
-        lab = {"fraction": cfg.labels.fraction, "seed": cfg.labels.seed}
+        lab = cfg.labels
     else:
         raise ConfigError("experts=<experts run folder> is required (or kd.ema>0 for a mean teacher, or "
                           "kd.weight_kd=0 for the no-pool-loss control)")
     cfg.run_dir = checkpoint.find_resume_run(cfg.resume, cfg.run_dir, "distill")
     accelerator = make_accelerator(cfg.precision)
     run_dir = start_run(cfg, "distill", accelerator)
-    d = setup(cfg.data, accelerator, lab["fraction"], lab["seed"], cfg.eval_resolution)
+    d = setup(cfg.data, accelerator, lab, cfg.eval_resolution)
     if manifest and (sorted(d.labelled.tolist()) != sorted(manifest.labelled)
                      or sorted(d.pool.tolist()) != sorted(manifest.pool)
                      or len(d.cache) != len(set(manifest.train) | set(manifest.val) | set(manifest.pool))):

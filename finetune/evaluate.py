@@ -68,7 +68,7 @@ def eval_items(cfg, resolution: int, accelerator_like):
     """PairedFrames of the chosen split: inputs at the model's resolution, labels at their own resolution."""
     if cfg.split == "val":
         # data.pool_root never reaches the validation fold: not cached for evaluation.
-        d = setup(OmegaConf.merge(cfg.data, {"resolution": resolution, "pool_root": ""}), accelerator_like, 1.0, 0,
+        d = setup(OmegaConf.merge(cfg.data, {"resolution": resolution, "pool_root": ""}), accelerator_like, None,
                   cfg.eval_resolution)
         if d.val is None:
             raise ValueError("the validation fold is empty")

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> Path:
     if cfg.loop.batch_size % accelerator.num_processes:
         raise ValueError(f"loop.batch_size={cfg.loop.batch_size} must divide by {accelerator.num_processes} processes")
     run_dir = start_run(cfg, "train", accelerator)
-    d = setup(cfg.data, accelerator, cfg.labels.fraction, cfg.labels.seed, cfg.eval_resolution)
+    d = setup(cfg.data, accelerator, cfg.labels, cfg.eval_resolution)
     k = len(d.classes)
     if cfg.class_weights and len(cfg.class_weights) != k:
         raise ValueError(f"class_weights has {len(cfg.class_weights)} values for {k} classes")

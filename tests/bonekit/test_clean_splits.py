@@ -23,7 +23,7 @@ def test_no_test_person_in_training_or_pretraining(slices, tmp_path, monkeypatch
     cfg = config.load(PretrainConfig, ARGS + [f"data.slices={slices}"])
     test_people = {r.person.split("_")[0] for r in discover(resolve_root(cfg.data, "test"), labels="ignore")}
     assert len(test_people) == 2
-    d = setup(cfg.data, LocalAccelerator(), fraction=0.5, label_seed=0, eval_resolution=24)
+    d = setup(cfg.data, LocalAccelerator(), labels={"fraction": 0.5, "seed": 0}, eval_resolution=24)
     people = lambda idx: {d.cache.persons[i] for i in idx}  # noqa: E731
     for part in (d.train_idx, d.val_idx, d.labelled, d.pool):
         assert not people(part) & test_people
@@ -49,3 +49,22 @@ def test_probe_works_for_2p5d(tmp_path, monkeypatch):
     acc.device = __import__("torch").device("cpu")
     dice = make_probe(cfg, acc)(make_encoder("resnet18", 3))
     assert 0.0 <= dice <= 1.0 and np.isfinite(dice)
+
+
+def test_label_unit_volume_labels_whole_volumes(tmp_path, monkeypatch):
+    """With labels.unit=volume, every volume is wholly labelled or wholly in the pool; the default labels single
+    slices of (nearly) every training volume; an unknown unit is refused."""
+    monkeypatch.setenv("BONEKIT_CACHE", str(tmp_path / "cache"))
+    from bonekit.config import DataConfig
+    from bonekit.errors import ConfigError
+
+    data = config.load(DataConfig, [a.removeprefix("data.") for a in ARGS] + ["slices=3"])
+    vol = setup(data, LocalAccelerator(), {"fraction": 0.3, "seed": 1, "unit": "volume"}, 24, with_val=False)
+    image = lambda idx: {vol.cache.frames[i]["image"] for i in idx}
+    assert image(vol.labelled) and not image(vol.labelled) & image(vol.pool)
+    n_train = len(image(vol.train_idx))
+    assert len(image(vol.labelled)) == int(np.ceil(0.3 * n_train))
+    per_frame = setup(data, LocalAccelerator(), {"fraction": 0.3, "seed": 1}, 24, with_val=False)
+    assert image(per_frame.labelled) & image(per_frame.pool)  # slices of one volume on both sides
+    with pytest.raises(ConfigError, match="labels.unit"):
+        setup(data, LocalAccelerator(), {"fraction": 0.3, "seed": 1, "unit": "person"}, 24, with_val=False)

@@ -14,8 +14,8 @@ def test_pool_root_joins_the_pool_only(tmp_path, monkeypatch):
     lab = make_competition(tmp_path / "train", people=5, size=48)
     raw = make_competition(tmp_path / "raw", people=2, size=48, seed=1, labels=False)  # same person IDs
     base = ["resolution=32", "workers=1", "folds=5", f"root={lab}"]
-    plain = setup(config.load(DataConfig, base), LocalAccelerator(), 0.5, 0, 32)
-    d = setup(config.load(DataConfig, base + [f"pool_root={raw}"]), LocalAccelerator(), 0.5, 0, 32)
+    plain = setup(config.load(DataConfig, base), LocalAccelerator(), {"fraction": 0.5, "seed": 0}, 32)
+    d = setup(config.load(DataConfig, base + [f"pool_root={raw}"]), LocalAccelerator(), {"fraction": 0.5, "seed": 0}, 32)
     assert len(d.extra) == 4 and len(d.cache) == len(plain.cache) + 4
     extra_people = {d.cache.persons[i] for i in d.extra}
     assert all(p.startswith("pool/") for p in extra_people)  # never the labelled data's ID001

@@ -31,6 +31,24 @@ def test_label_subsets_are_nested_and_deterministic():
         splits.label_subset(idx, 0.0)
 
 
+def test_label_subsets_by_unit_keep_a_volume_together():
+    """labels.unit=volume: the fraction counts volumes, each labelled (or pooled) whole; one frame per unit gives
+    exactly the per-frame subset, so radiograph studies do not change."""
+    idx = np.arange(100, 160)
+    vols = [f"vol{j // 6}" for j in range(60)]  # 10 volumes of 6 slices
+    lab, pool = splits.label_subset(idx, 0.2, seed=3, groups=vols)
+    assert len(lab) == 12 and len(pool) == 48  # 2 of 10 volumes, all their slices
+    lab_vols = {vols[i - 100] for i in lab}
+    assert len(lab_vols) == 2 and not lab_vols & {vols[i - 100] for i in pool}
+    assert set(splits.label_subset(idx, 0.4, seed=3, groups=vols)[0]) >= set(lab)  # nested
+    frames = [f"img{j}" for j in range(60)]
+    for frac in (0.05, 0.3):
+        a, b = splits.label_subset(idx, frac, seed=5, groups=frames), splits.label_subset(idx, frac, seed=5)
+        assert (a[0] == b[0]).all() and (a[1] == b[1]).all()
+    with pytest.raises(ValueError, match="unit names"):
+        splits.label_subset(idx, 0.5, groups=vols[:10])
+
+
 @dataclass
 class Sub:
     lr: float = 0.1
