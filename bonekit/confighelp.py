@@ -8,7 +8,7 @@ import difflib
 import inspect
 import re
 import typing
-from functools import cache, lru_cache
+from functools import cache
 
 _FIELD = re.compile(r"^\s+(\w+)\s*:[^#]*?(?:#\s*(.*))?$")
 
