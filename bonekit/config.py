@@ -50,7 +50,7 @@ class LabelsConfig:
     fraction: float = 1.0  # nested label subset of the training folds; the rest is the unlabelled pool
     seed: int = 0
     # A low-label 2.5D study labels whole volumes: per frame, neighbouring slices of every volume are labelled.
-    unit: str = "frame"  # what the fraction counts: frame (a radiograph or one slice) | volume (all its slices)
+    unit: str = "frame"  # what the fraction counts: frame (a radiograph or one slice) or volume (all its slices)
 
 
 def load(schema: type[T], argv: Sequence[str] = (), base: dict | None = None) -> DictConfig:
