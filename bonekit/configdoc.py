@@ -35,7 +35,8 @@ def stages() -> list[tuple[str, type]]:
 def _table(items) -> list[str]:
     lines = ["| key | default | meaning |", "|---|---|---|"]
     for key, default, meaning in items:
-        lines.append(f"| `{key}` | `{default}` | {meaning} |")
+        # a "|" in a comment (choices: "a | b") would split the cell: escaped for markdown
+        lines.append(f"| `{key}` | `{default}` | {meaning.replace('|', chr(92) + '|')} |")
     return lines
 
 

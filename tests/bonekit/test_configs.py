@@ -40,3 +40,13 @@ def test_data_configs_load_into_every_stage(path):
 def test_accelerate_configs_are_yaml(path):
     doc = yaml.safe_load(Path(path).read_text())
     assert doc["num_processes"] >= 1 and "distributed_type" in doc
+
+
+def test_config_reference_escapes_pipes_in_comments():
+    """A comment listing choices ("a | b") used to split its table row into extra columns."""
+    import re
+
+    from bonekit.configdoc import _table
+
+    row = _table([("partition.shards", "kmeans", "shards: kmeans | hierarchical | meta")])[-1]
+    assert len(re.findall(r"(?<!\\)\|", row)) == 4 and "kmeans \\| hierarchical" in row
