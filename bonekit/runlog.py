@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,11 @@ def make_run_dir(run_dir: str, stage: str, accelerator) -> Path:
         broadcast_object_list(name, from_process=0)
     path = Path(name[0])
     if accelerator.is_main_process:
+        if path.is_symlink() and not path.exists():  # mkdir would only say "File exists"
+            from bonekit.errors import ConfigError
+
+            raise ConfigError(f"{path} is a link to {os.readlink(path)}, which does not exist (moved or deleted?): "
+                              "restore it, or remove the link to make the run afresh")
         path.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     return path
