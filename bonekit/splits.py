@@ -43,9 +43,9 @@ def label_subset(train_idx: np.ndarray, fraction: float, seed: int = 0,
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"labels.fraction must be in (0, 1], got {fraction}")
     idx = np.asarray(train_idx)
-    units = list(dict.fromkeys(groups)) if groups is not None else list(range(len(idx)))
     if groups is not None and len(groups) != len(idx):
         raise ValueError(f"{len(groups)} unit names for {len(idx)} frames")
+    units = list(dict.fromkeys(groups)) if groups is not None else list(range(len(idx)))
     order = np.random.default_rng(seed).permutation(len(units))
     n = max(1, math.ceil(round(fraction * len(units), 9)))
     if groups is None:
