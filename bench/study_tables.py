@@ -55,8 +55,8 @@ def main() -> None:
           "− labelled-only per seed | gap recovered per seed | gap mean ± sd | cell wall per seed (min) |")
     print("|---|---|---|---|---|---|---|---|")
     order = ["ceiling", "finetune", *METHODS]
-    for (init, frac, method), by_seed in sorted(groups.items(), key=lambda t: (-t[0][1], order.index(t[0][2])
-                                                                                if t[0][2] in order else 99)):
+    for (init, frac, method), by_seed in sorted(groups.items(), key=lambda t: (
+            -t[0][1], t[0][0] != "scratch", order.index(t[0][2]) if t[0][2] in order else 99)):
         d = [by_seed[s]["mean_dice"] if s in by_seed else None for s in seeds]
         base = [cell.get((init, "finetune", frac, s)) for s in seeds]
         ceil = [cell.get((init, "ceiling", 1.0, s)) for s in seeds]
@@ -66,7 +66,8 @@ def main() -> None:
             diff.append(x - b["mean_dice"] if ok else None)
             gap.append((x - b["mean_dice"]) / (c["mean_dice"] - b["mean_dice"]) if ok and c else None)
         wall = [by_seed[s]["wall_s"] / 60 if s in by_seed else None for s in seeds]
-        print(f"| {100 * frac:g}% | {method} | {fmt(d, '.4f')} | {pm(d)} | "
+        name = method if init == "scratch" else f"{init} {method}"
+        print(f"| {100 * frac:g}% | {name} | {fmt(d, '.4f')} | {pm(d)} | "
               f"{fmt(diff, '+.3f') if any(x is not None for x in diff) else ''} | "
               f"{fmt(gap, '.2f') if any(x is not None for x in gap) else ''} | {pm(gap, '.2f')} | {fmt(wall, '.1f')} |")
     print()
@@ -81,13 +82,15 @@ def main() -> None:
             cells.append(f"{', '.join(f'{x:+.3f}' for x in ds)} ({pm(ds, '+.3f')})" if ds and v != m else "")
         print(f"| {m} | " + " | ".join(cells) + " |")
     print()
-    print("| small bone | " + " | ".join(order[:2] + methods) + " |")
-    print("|---|" + "---|" * (2 + len(methods)))
+    # columns: (init, method) at the lowest label fraction, the ceiling first; a non-scratch init is named
+    low = min(r["fraction"] for r in rows if r["method"] != "ceiling") if len(rows) > 1 else 1.0
+    cols = sorted({(r["init"], r["method"]) for r in rows if r["method"] == "ceiling" or r["fraction"] == low},
+                  key=lambda c: (c[0] != "scratch", order.index(c[1]) if c[1] in order else 99, c))
+    print("| small bone | " + " | ".join(m if i == "scratch" else f"{i} {m}" for i, m in cols) + " |")
+    print("|---|" + "---|" * len(cols))
     for b in SMALL_BONES:
-        vals = []
-        for m in order[:2] + methods:
-            v = [r["per_bone"][b] for r in rows if r["method"] == m and (m == "ceiling" or r["fraction"] != 0.1)]
-            vals.append(pm(v, ".2f"))
+        vals = [pm([r["per_bone"][b] for r in rows if (r["init"], r["method"]) == (i, m)
+                    and (m == "ceiling" or r["fraction"] == low)], ".2f") for i, m in cols]
         print(f"| {b} | " + " | ".join(vals) + " |")
     gate_table(a.out, seeds)
     init_table(cell, seeds)

@@ -58,6 +58,38 @@ def test_compare_studies_pairs_cells_by_seed(tmp_path):
     assert png.stat().st_size > 5_000
 
 
+def test_study_tables_name_the_init_of_each_row(tmp_path):
+    """A study with scratch and pretrained arms: the pretrained labelled-only student is its own named row (it was
+    printed as a second, unnamed `finetune` row) and the small-bone table keeps the two inits apart."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    from bonekit.classes import SMALL_BONES
+
+    def cell(init, method, frac, seed, dice):
+        d = tmp_path / init / method / f"f{frac:g}" / f"s{seed}"
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({"init": init, "method": method, "fraction": frac, "seed": seed,
+                                                   "mean_dice": dice, "per_bone": dict.fromkeys(SMALL_BONES, dice),
+                                                   "wall_s": 60.0}))
+
+    for s in range(2):
+        cell("scratch", "ceiling", 1.0, s, 0.8)
+        cell("scratch", "finetune", 0.05, s, 0.4)
+        cell("pretrained", "finetune", 0.05, s, 0.5)
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "study_tables.py"), str(tmp_path)],
+                         env={"PYTHONPATH": str(ROOT), "PATH": ""}, capture_output=True, text=True, check=True).stdout
+    assert "| 5% | finetune | 0.4000, 0.4000 |" in out and "| 5% | pretrained finetune | 0.5000, 0.5000 |" in out
+    assert out.index("| 5% | finetune |") < out.index("| 5% | pretrained finetune |")
+    assert "| small bone | ceiling | finetune | pretrained finetune |" in out
+    assert f"| {SMALL_BONES[0]} | 0.80 ± 0.00 | 0.40 ± 0.00 | 0.50 ± 0.00 |" in out
+    # the pretrained student against the scratch one and the scratch ceiling: gap (0.5 - 0.4) / (0.8 - 0.4)
+    assert "| pretrained | 5% | finetune | 0.5000, 0.5000 |" in out and "| 0.25, 0.25 | 0.25 ± 0.00 |" in out
+
+
 def test_pool_targets_tells_identity_errors_from_shape_errors(tmp_path):
     """Targets that give bone B's pixels to bone A count as errors on another bone (not background); keeping the
     largest component removes a stray blob; the script scores a checkpoint on its own pool."""
