@@ -45,12 +45,11 @@ def label_subset(train_idx: np.ndarray, fraction: float, seed: int = 0,
     idx = np.asarray(train_idx)
     if groups is not None and len(groups) != len(idx):
         raise ValueError(f"{len(groups)} unit names for {len(idx)} frames")
-    units = list(dict.fromkeys(groups)) if groups is not None else list(range(len(idx)))
+    if groups is None:
+        groups = list(range(len(idx)))  # every frame its own unit
+    units = list(dict.fromkeys(groups))
     order = np.random.default_rng(seed).permutation(len(units))
     n = max(1, math.ceil(round(fraction * len(units), 9)))
-    if groups is None:
-        chosen = idx[order[:n]]
-        return np.sort(chosen), np.sort(idx[order[n:]])
     keep = {units[u] for u in order[:n]}
     mask = np.array([g in keep for g in groups], dtype=bool)
     return np.sort(idx[mask]), np.sort(idx[~mask])
