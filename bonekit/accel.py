@@ -7,6 +7,8 @@ same thing on one process or many.
 from __future__ import annotations
 
 import os
+import warnings
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -15,12 +17,44 @@ from accelerate.utils import DataLoaderConfiguration
 PRECISIONS = ("auto", "bf16", "fp16", "no")
 
 
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> bf16 on a GPU, fp32 ("no") on a CPU; anything else as given (checked)."""
+# CPU flags of hardware bf16 arithmetic: x86 AVX512-BF16 / AMX, ARM's BF16 extension ("Features: ... bf16").
+BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
+
+
+def cpu_bf16_native(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bf16 in hardware (``cpuinfo``: the text of /proc/cpuinfo, read when None).
+
+    Where it does not, torch emulates bf16 autocast: measured 25x *slower* than fp32 per training step on an
+    AVX2-only EPYC (docs/benchmarks.md). Without /proc/cpuinfo (macOS, Windows) nothing is known: True."""
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        if not path.is_file():
+            return True
+        cpuinfo = path.read_text(errors="replace")
+    return bool(BF16_FLAGS & set(cpuinfo.split()))
+
+
+_warned: set[str] = set()
+
+
+def resolve_precision(precision: str, cuda: bool | None = None, cpu_bf16: bool | None = None) -> str:
+    """``auto`` -> bf16 on a GPU, fp32 ("no") on a CPU; ``bf16`` on a CPU without hardware bf16 -> fp32, with a
+    warning (``BONEKIT_CPU_BF16=1`` keeps the emulated bf16); anything else as given (checked).
+
+    ``cuda`` / ``cpu_bf16``: the machine's answers, looked up when None (tests pass them)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}: choose one of {list(PRECISIONS)}")
+    cuda = torch.cuda.is_available() if cuda is None else cuda
     if precision == "auto":
-        return "bf16" if torch.cuda.is_available() else "no"
+        return "bf16" if cuda else "no"
+    if precision == "bf16" and not cuda and os.environ.get("BONEKIT_CPU_BF16") != "1":
+        if not (cpu_bf16_native() if cpu_bf16 is None else cpu_bf16):
+            if "bf16" not in _warned:  # once per process: the study starts many stages
+                _warned.add("bf16")
+                warnings.warn("precision=bf16: this CPU has no hardware bf16 (avx512_bf16 / amx_bf16), where torch's "
+                              "emulated bf16 ran 25x slower than fp32; running in fp32 instead (numbers differ from "
+                              "a bf16 run's; BONEKIT_CPU_BF16=1 keeps bf16)", stacklevel=2)
+            return "no"
     return precision
 
 

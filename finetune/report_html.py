@@ -264,6 +264,10 @@ def write_markdown(out: Path, rows: list[dict]) -> Path:
     if walls:
         lines += ["", "Wall time per seed (every cell of that seed, as run): "
                   + ", ".join(f"{init} s{seed} {w / 60:.1f} min" for (init, seed), w in sorted(walls.items())) + "."]
+    # precision=bf16 runs fp32 on a CPU without hardware bf16 (bonekit/accel.py): say what the cells really ran in.
+    used = sorted({str(r.get("precision", "not recorded")) for r in rows})
+    lines += ["", "Mixed precision the cells ran in: " + ", ".join(used)
+              + (" (differs between cells: they are not like-for-like)." if len(used) > 1 else ".")]
     path = out / "summary.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -130,6 +130,13 @@ class Study:
         return self.data_args + [f"loop.batch_size={c.batch_size}", f"loop.seed={seed}", "loop.eval_every=0",
                                  *c.stage_args]
 
+    def precision(self) -> str:
+        """The mixed precision the segmentation stages run in here (``precision=`` of stage_args, else auto)."""
+        from bonekit.accel import resolve_precision
+
+        asked = [a.split("=", 1)[1] for a in self.cfg.stage_args if a.startswith("precision=")]
+        return resolve_precision(asked[-1] if asked else "auto")
+
     def init_path(self, init: str) -> str:
         if init == "scratch":
             return "scratch"
@@ -326,7 +333,7 @@ class Study:
         row = {"fraction": frac, "init": init, "method": name, "seed": seed,
                "mean_dice": float(np.mean(list(per_bone.values()))), "per_bone": per_bone, "teacher": teacher,
                "checkpoint": str(ck.resolve()), "eval": str((cell / "eval").resolve()),
-               "wall_s": round(time.time() - t0, 1)}
+               "wall_s": round(time.time() - t0, 1), "precision": self.precision()}
         if teacher and ceiling:
             names = list(per_bone)
             g = pgr([per_bone[n] for n in names], [teacher[n] for n in names], [ceiling["per_bone"][n] for n in names],

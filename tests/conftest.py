@@ -134,6 +134,7 @@ class LocalAccelerator:
 
     is_main_process = True
     num_processes = 1
+    mixed_precision = "no"
 
     def main_process_first(self):
         import contextlib

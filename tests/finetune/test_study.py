@@ -53,13 +53,18 @@ def test_pretraining_effect_is_paired_per_seed(tmp_path):
     assert effect[0][2] == pytest.approx([0.10, -0.05])
     md = write_markdown(tmp_path, rows).read_text()
     assert "| 5% | finetune | 2 | +0.0250 ± 0.1061 | 1/2 |" in md
+    assert "Mixed precision the cells ran in: not recorded." in md  # cells made before it was recorded
+    rows[0]["precision"], rows[1]["precision"] = "bf16", "no"
+    assert "bf16, no, not recorded (differs between cells" in write_markdown(tmp_path, rows).read_text()
 
 
-def test_stages_in_one_process_may_differ_in_precision():
+def test_stages_in_one_process_may_differ_in_precision(monkeypatch):
     """The study runs pretraining (fp32) and then bf16 students in one process: accelerate used to refuse the
     second precision ("AcceleratorState has already been initialized"), so grid.inits=[pretrained] with the
     benchmark's bf16 stage_args crashed after pretraining."""
     from bonekit.accel import make_accelerator
+
+    monkeypatch.setenv("BONEKIT_CPU_BF16", "1")  # bf16 even on a CPU without it (nothing is computed here)
 
     assert make_accelerator("no").mixed_precision == "no"
     assert make_accelerator("bf16").mixed_precision == "bf16"
@@ -120,6 +125,7 @@ def test_lowlabel_benchmark_tiny(tmp_path):
             "steps.experts=1"] + TINY_STUDY + ["stage_args=[loop.workers=0,eval_resolution=64]"]
     launch("finetune/study.py", args, cache)
     rows = list(csv.DictReader(open(out / "results.csv")))
+    assert "Mixed precision the cells ran in: no." in (out / "summary.md").read_text()
     methods = [(r["method"], r["fraction"]) for r in rows if r["seed"] == "0"]
     assert methods == [("ceiling", "1.0"), *[(m, "0.5") for m in ("finetune", "pooloff", "selftrain", "meanteacher",
                                                                    "cosup", "bcp")], ("finetune", "0.1")]
