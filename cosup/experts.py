@@ -78,7 +78,7 @@ class ExpertsConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(steps=100, eval_every=0))
     loss: str = "bce_dice"
     eval_resolution: int = 0
-    precision: str = "auto"
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 (fp32 on a CPU without hardware bf16) | fp16 | no
     run_dir: str = ""
     gate: GateConfig = field(default_factory=GateConfig)  # per-bone CV gate of the specialists (cosup/gate.py)
     resume: str = ""  # "" | auto | a run folder (or a checkpoint inside it): every model continues where it stopped

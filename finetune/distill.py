@@ -72,7 +72,7 @@ class DistillConfig:
     loss: str = "bce_dice"
     report: ReportConfig = field(default_factory=ReportConfig)
     eval_resolution: int = 0
-    precision: str = "auto"
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 (fp32 on a CPU without hardware bf16) | fp16 | no
     run_dir: str = ""
     resume: str = ""  # "" | auto | a run folder (or a checkpoint inside it): every model continues where it stopped
     allow_changed: bool = False  # resume even though the config differs from the saved one

@@ -48,7 +48,7 @@ class TrainConfig:
     class_weights: list[float] = field(default_factory=list)  # one per class, or empty
     eval_resolution: int = 0  # 0: each label's own resolution (2048 for competition data)
     crop: int = 0  # train on random crops of this size, infer with a sliding window (0: whole image)
-    precision: str = "auto"  # auto (bf16 on GPU) | bf16 | fp16 | no
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 (fp32 on a CPU without hardware bf16) | fp16 | no
     run_dir: str = ""  # "" -> runs/train/<timestamp>
     resume: str = ""  # "" | auto | a run folder (its newest checkpoint) | a checkpoint folder
     allow_changed: bool = False  # resume even though the config differs from the saved one

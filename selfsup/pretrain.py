@@ -74,7 +74,7 @@ class PretrainConfig:
     views: ViewConfig = field(default_factory=ViewConfig)
     train: EngineConfig = field(default_factory=lambda: EngineConfig(steps=60, batch_size=32, warmup=5, save_every=25,
                                                                      log_every=5))
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | no
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | bf16 (fp32 on a CPU without hardware bf16) | fp16 | no
     channels_last: bool = True  # channels-last memory format (on GPU)
     compile: bool = False  # torch.compile the model
     run_dir: str = ""  # "" -> runs/pretrain/<timestamp>
