@@ -74,3 +74,30 @@ def test_a_model_file_linked_to_another_is_replaced_not_written_through(tmp_path
     assert torch.equal(before["weight"], after["weight"])
     assert not torch.equal(load_file(str(tmp_path / "best.safetensors"))["weight"], after["weight"])
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_load_model_gives_the_saved_model_without_initialising_one(tmp_path, monkeypatch):
+    """load_model builds on the meta device and takes the saved tensors: the same outputs, real trainable
+    tensors, and no random initialisation (which the weights would overwrite anyway)."""
+    import torch
+
+    from bonekit import models
+
+    torch.manual_seed(0)
+    net = models.make_segmenter("unet", "resnet18", 1, 3).eval()
+    net.decoder.blocks[0].conv1[1].running_mean.fill_(0.25)  # a buffer, not only parameters, must come back
+    meta = {"arch": "unet", "encoder": "resnet18", "in_channels": 1, "classes": ["a", "b", "c"]}
+    path = models.save_model(tmp_path / "m.safetensors", net, meta)
+    inits = []
+    monkeypatch.setattr(torch.nn.init, "kaiming_normal_", lambda t, *a, **k: inits.append(t.device.type) or t)
+    loaded, _ = models.load_model(path)
+    assert inits and set(inits) == {"meta"}  # the initialisers ran on shapes only, touching no real memory
+    tensors = [*loaded.parameters(), *loaded.buffers()]
+    assert not any(t.is_meta for t in tensors) and all(p.requires_grad for p in loaded.parameters())
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), net(x))
+    loaded.train()
+    loss = loaded(x).mean()
+    loss.backward()  # trainable: a teacher or a warm start may go on learning
+    assert all(p.grad is not None for p in loaded.parameters() if p.requires_grad)
