@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bonekit.accel import cpu_bf16_native  # noqa: E402
 from bonekit.losses import segmentation_loss  # noqa: E402
 from bonekit.models import make_segmenter  # noqa: E402
 
@@ -59,9 +60,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--compile", action="store_true")
     a = ap.parse_args()
-    flags = open("/proc/cpuinfo").read() if Path("/proc/cpuinfo").is_file() else ""
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, avx512_bf16: {'avx512_bf16' in flags}, "
-          f"amx_bf16: {'amx_bf16' in flags}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, hardware bf16: {cpu_bf16_native()} "
+          "(without it, precision=bf16 runs fp32: bonekit/accel.py)")
     variants = [("fp32", {}), ("bf16 autocast", {"bf16": True}), ("channels_last", {"cl": True}),
                 ("bf16 + channels_last", {"bf16": True, "cl": True}), ("light decoder", {"light": True}),
                 ("light decoder + bf16", {"light": True, "bf16": True}),

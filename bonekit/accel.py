@@ -47,14 +47,14 @@ def resolve_precision(precision: str, cuda: bool | None = None, cpu_bf16: bool |
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if precision == "auto":
         return "bf16" if cuda else "no"
-    if precision == "bf16" and not cuda and os.environ.get("BONEKIT_CPU_BF16") != "1":
-        if not (cpu_bf16_native() if cpu_bf16 is None else cpu_bf16):
-            if "bf16" not in _warned:  # once per process: the study starts many stages
-                _warned.add("bf16")
-                warnings.warn("precision=bf16: this CPU has no hardware bf16 (avx512_bf16 / amx_bf16), where torch's "
-                              "emulated bf16 ran 25x slower than fp32; running in fp32 instead (numbers differ from "
-                              "a bf16 run's; BONEKIT_CPU_BF16=1 keeps bf16)", stacklevel=2)
-            return "no"
+    emulated = precision == "bf16" and not cuda and not (cpu_bf16_native() if cpu_bf16 is None else cpu_bf16)
+    if emulated and os.environ.get("BONEKIT_CPU_BF16") != "1":
+        if "bf16" not in _warned:  # once per process: the study starts many stages
+            _warned.add("bf16")
+            warnings.warn("precision=bf16: this CPU has no hardware bf16 (avx512_bf16 / amx_bf16), where torch's "
+                          "emulated bf16 ran 25x slower than fp32; running in fp32 instead (numbers differ from "
+                          "a bf16 run's; BONEKIT_CPU_BF16=1 keeps bf16)", stacklevel=2)
+        return "no"
     return precision
 
 
