@@ -6,6 +6,7 @@ same thing on one process or many.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -21,20 +22,26 @@ PRECISIONS = ("auto", "bf16", "fp16", "no")
 BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
 
 
+@functools.cache
+def _cpuinfo() -> str | None:
+    path = Path("/proc/cpuinfo")
+    return path.read_text(errors="replace") if path.is_file() else None
+
+
 def cpu_bf16_native(cpuinfo: str | None = None) -> bool:
     """Whether this CPU computes bf16 in hardware (``cpuinfo``: the text of /proc/cpuinfo, read when None).
 
     Where it does not, torch emulates bf16 autocast: measured 25x *slower* than fp32 per training step on an
     AVX2-only EPYC (docs/benchmarks.md). Without /proc/cpuinfo (macOS, Windows) nothing is known: True."""
-    if cpuinfo is None:
-        path = Path("/proc/cpuinfo")
-        if not path.is_file():
-            return True
-        cpuinfo = path.read_text(errors="replace")
-    return bool(BF16_FLAGS & set(cpuinfo.split()))
+    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
+    return cpuinfo is None or bool(BF16_FLAGS & set(cpuinfo.split()))
 
 
-_warned: set[str] = set()
+@functools.cache  # once per process: the study starts many stages
+def _warn_emulated_bf16() -> None:
+    warnings.warn("precision=bf16: this CPU has no hardware bf16 (avx512_bf16 / amx_bf16), where torch's emulated "
+                  "bf16 ran 25x slower than fp32; running in fp32 instead (numbers differ from a bf16 run's; "
+                  "BONEKIT_CPU_BF16=1 keeps bf16)", stacklevel=3)
 
 
 def resolve_precision(precision: str, cuda: bool | None = None, cpu_bf16: bool | None = None) -> str:
@@ -49,11 +56,7 @@ def resolve_precision(precision: str, cuda: bool | None = None, cpu_bf16: bool |
         return "bf16" if cuda else "no"
     emulated = precision == "bf16" and not cuda and not (cpu_bf16_native() if cpu_bf16 is None else cpu_bf16)
     if emulated and os.environ.get("BONEKIT_CPU_BF16") != "1":
-        if "bf16" not in _warned:  # once per process: the study starts many stages
-            _warned.add("bf16")
-            warnings.warn("precision=bf16: this CPU has no hardware bf16 (avx512_bf16 / amx_bf16), where torch's "
-                          "emulated bf16 ran 25x slower than fp32; running in fp32 instead (numbers differ from "
-                          "a bf16 run's; BONEKIT_CPU_BF16=1 keeps bf16)", stacklevel=2)
+        _warn_emulated_bf16()
         return "no"
     return precision
 

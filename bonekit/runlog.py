@@ -101,8 +101,9 @@ def start_run(cfg, stage: str, accelerator) -> Path:
         # The precision really used (precision=bf16 runs fp32 on a CPU without hardware bf16): a run resumed on a
         # machine that computes differently would mix two precisions in one result.
         used, mp = run_dir / "precision.txt", str(accelerator.mixed_precision)
-        if resuming and used.is_file() and used.read_text().strip() != mp and not cfg.get("allow_changed", False):
-            raise ConfigError(f"{run_dir} was trained with mixed_precision={used.read_text().strip()}, and this "
+        before = used.read_text().strip() if resuming and used.is_file() else mp
+        if before != mp and not cfg.get("allow_changed", False):
+            raise ConfigError(f"{run_dir} was trained with mixed_precision={before}, and this "
                               f"machine runs {mp} (precision={cfg.get('precision', 'auto')}): resume where it was "
                               "made, or allow_changed=true to continue anyway")
         used.write_text(mp + "\n")

@@ -134,8 +134,7 @@ class Study:
         """The mixed precision the segmentation stages run in here (``precision=`` of stage_args, else auto)."""
         from bonekit.accel import resolve_precision
 
-        asked = [a.split("=", 1)[1] for a in self.cfg.stage_args if a.startswith("precision=")]
-        return resolve_precision(asked[-1] if asked else "auto")
+        return resolve_precision(str(OmegaConf.from_dotlist(list(self.cfg.stage_args)).get("precision", "auto")))
 
     def init_path(self, init: str) -> str:
         if init == "scratch":

@@ -18,7 +18,7 @@ def test_cpu_bf16_flags():
 
 def test_bf16_on_a_cpu_without_it_runs_fp32_and_says_so(monkeypatch):
     monkeypatch.delenv("BONEKIT_CPU_BF16", raising=False)
-    monkeypatch.setattr(accel, "_warned", set())
+    accel._warn_emulated_bf16.cache_clear()  # warned once per process: maybe already
     with pytest.warns(UserWarning, match="no hardware bf16.*fp32"):
         assert accel.resolve_precision("bf16", cuda=False, cpu_bf16=False) == "no"
     assert accel.resolve_precision("bf16", cuda=False, cpu_bf16=True) == "bf16"
