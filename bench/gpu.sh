@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
 # The prepared GPU check (one short run on a lent H100/H200): the same bench scripts as on CPU.
 # Prints bf16/channels_last/compile throughput for pretraining and fine-tuning; record the output in
-# docs/benchmarks.md with the card that ran it. Needs a .venv with a CUDA torch (bash .ci/install).
-set -euo pipefail
+# docs/benchmarks.md with the card that ran it. Needs a CUDA torch with bonekit importable: the .venv of
+# `bash .ci/install`, or PY=python3 on a machine that has torch (bench/gpu_session.sh sets that up).
+# PEOPLE / SIZE / STEPS / PT_BATCH / RES shrink it for a dry run on a CPU (the defaults are the GPU check).
+set -uo pipefail  # one failing bench is reported and the others still run
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 O=${OUTDIR:-bench-out}; mkdir -p "$O"
+PEOPLE=${PEOPLE:-60} SIZE=${SIZE:-1024} STEPS=${STEPS:-30} PT_BATCH=${PT_BATCH:-256} RES=${RES:-"512 1024"}
 export PYTHONUNBUFFERED=1 BONEKIT_CACHE=${BONEKIT_CACHE:-$O/cache}
-nvidia-smi --query-gpu=name,memory.total --format=csv
-$PY -m bonekit.phantom --out $O/phantom --people 60 --size 1024 --workers 8 >/dev/null
+if command -v nvidia-smi >/dev/null; then nvidia-smi --query-gpu=name,memory.total --format=csv; fi
+[ -f $O/phantom/phantom.json ] || $PY -m bonekit.phantom --out $O/phantom --people $PEOPLE --size $SIZE --workers 8 >/dev/null
 D="data.root=$O/phantom/train data.workers=8"
-for m in simclr densecl; do for e in resnet18 resnet50; do
-  $PY bench/pretrain_speed.py $D data.resolution=256 method.name=$m encoder=$e views.size=224 train.batch_size=256 \
-      train.workers=8 steps=30 run_dir=$O/pt-$m-$e
+bench() { "$PY" "$@" || echo "FAILED (rc $?): $*"; }
+R1=${RES%% *}  # the first resolution: the compile and fp32 comparisons
+# Fine-tuning first (what the benchmark runs), then pretraining: a caller's timeout cuts the tail.
+TR="$D model.encoder=resnet34 loop.batch_size=16 loop.workers=8 steps=$STEPS"
+bench bench/train_speed.py $TR data.resolution=$R1 run_dir=$O/tr-$R1
+bench bench/train_speed.py $TR data.resolution=$R1 precision=no loop.channels_last=false run_dir=$O/tr-fp32
+bench bench/train_speed.py $TR data.resolution=$R1 loop.compile=true run_dir=$O/tr-compile
+for e in resnet18 resnet50; do for m in densecl simclr; do
+  bench bench/pretrain_speed.py $D data.resolution=$((SIZE / 4)) method.name=$m encoder=$e \
+      views.size=$((SIZE * 7 / 32)) train.batch_size=$PT_BATCH train.workers=8 steps=$STEPS run_dir=$O/pt-$m-$e
 done; done
-for r in 512 1024; do
-  $PY bench/train_speed.py $D data.resolution=$r model.encoder=resnet34 loop.batch_size=16 loop.workers=8 \
-      steps=30 run_dir=$O/tr-$r
-done
-$PY bench/train_speed.py $D data.resolution=512 model.encoder=resnet34 loop.batch_size=16 loop.workers=8 \
-    loop.compile=true steps=30 run_dir=$O/tr-compile
-$PY bench/train_speed.py $D data.resolution=512 model.encoder=resnet34 loop.batch_size=16 loop.workers=8 \
-    precision=no loop.channels_last=false steps=30 run_dir=$O/tr-fp32
+for r in ${RES#$R1}; do bench bench/train_speed.py $TR data.resolution=$r run_dir=$O/tr-$r; done

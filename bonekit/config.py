@@ -53,6 +53,23 @@ class LabelsConfig:
     unit: str = "frame"  # what the fraction counts: frame (a radiograph or one slice) or volume (all its slices)
 
 
+# YAML 1.1 reads these words as booleans: `precision=no` would become the string "False".
+_YAML_BOOL_WORDS = {"yes", "no", "on", "off", "y", "n", "true", "false"}
+
+
+def _keep_string(cfg: DictConfig, item: str) -> str:
+    """``key=value`` with ``value`` quoted where ``key`` is a string field and YAML would read a boolean."""
+    key, value = item.split("=", 1)
+    if value.strip().lower() in _YAML_BOOL_WORDS:
+        try:
+            current = OmegaConf.select(cfg, key, throw_on_missing=False)
+        except OmegaConfBaseException:
+            return item  # an unknown key: the merge below names it
+        if isinstance(current, str):
+            return f"{key}='{value.strip()}'"
+    return item
+
+
 def load(schema: type[T], argv: Sequence[str] = (), base: dict | None = None) -> DictConfig:
     """Build the config for ``schema`` from ``argv`` (``config=FILE.yaml`` and ``key=value`` items).
 
@@ -77,7 +94,7 @@ def load(schema: type[T], argv: Sequence[str] = (), base: dict | None = None) ->
         if key in ("config", "--config"):
             yaml_files.append(item.split("=", 1)[1])
         else:
-            overrides.append(item.lstrip("-"))
+            overrides.append(_keep_string(cfg, item.lstrip("-")))
     layers: list[Any] = []
     if base:
         layers.append(OmegaConf.create(base))

@@ -50,3 +50,13 @@ def test_config_reference_escapes_pipes_in_comments():
 
     row = _table([("partition.shards", "kmeans", "shards: kmeans | hierarchical | meta")])[-1]
     assert len(re.findall(r"(?<!\\)\|", row)) == 4 and "kmeans \\| hierarchical" in row
+
+
+def test_yaml_boolean_words_stay_strings_in_string_fields():
+    """`precision=no` is a documented value; YAML 1.1 reads `no` as False, which made it the string 'False'."""
+    from bonekit.config import load
+    from finetune.train import TrainConfig
+
+    cfg = load(TrainConfig, ["precision=no", "loop.channels_last=no", "data.skip_bad=yes"])
+    assert cfg.precision == "no"
+    assert cfg.loop.channels_last is False and cfg.data.skip_bad is True  # bool fields still read YAML booleans

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# A lent GPU session's one prepared run (under 10 minutes, ../.library device tool):
+#   1. set-up: the device image's own PyTorch, plus this project's pure-Python wheels it lacks (.whl/, carried);
+#   2. bench/gpu.sh alone on the card (throughput: bf16, channels_last, compile, fp32);
+#   3. the low-label benchmark on the card, its processes side by side (after the timings, never beside them):
+#      - configs/lowlabel.yaml as it is (128 px, Dice at 256 px labels): seeds 0-2, labelled-only and the methods;
+#      - the same at GPU scale: 512 px training on a 1024 px phantom, Dice at 1024 px labels, seed 0.
+# Each study cell writes result.json when it ends; a deadline stops what is left so the reports and the archive
+# still come back. Outputs: $OUT/gpu.log, $OUT/session.log, $OUT/studies.tar.gz.
+#   device:        bash bench/gpu_session.sh
+#   CPU dry run:   TINY=1 OUT=/tmp/o bash bench/gpu_session.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+T0=$SECONDS
+BUDGET=${BUDGET:-560}  # seconds for the whole script
+OUT=${OUT:-bench-out/session}; mkdir -p "$OUT"
+B=bench-out; mkdir -p $B
+exec > >(tee -a "$OUT/session.log") 2>&1
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD BONEKIT_CACHE=$PWD/$B/cache
+PY=${PY:-python3}
+if [ -d .whl ] && ! $PY -c "import lightly" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+$PY -c "import torch, lightly, timm, segmentation_models_pytorch as smp, accelerate, omegaconf
+import bonekit, selfsup.pretrain, cosup.experts, finetune.study
+print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '',
+      'timm', timm.__version__, 'smp', smp.__version__, 'accelerate', accelerate.__version__)" || exit 1
+left() { echo $((BUDGET - (SECONDS - T0))); }
+
+# ---- 2. the timings, alone
+if [ -n "${TINY:-}" ]; then
+  GPU_ENV="PEOPLE=12 SIZE=128 STEPS=2 PT_BATCH=4 RES=64"
+else
+  GPU_ENV=""
+fi
+echo "== bench/gpu.sh ($(left) s left)"
+env $GPU_ENV PY=$PY OUTDIR=$B/gpu timeout ${GPU_SH_S:-150} bash bench/gpu.sh 2>&1 | tr "\r" "\n" | grep -v "it/s\]\|s/it\]\|^$" | tee "$OUT/gpu.log"
+
+# ---- 3. the benchmark, processes side by side
+if [ -n "${TINY:-}" ]; then
+  S="steps.ceiling=4 steps.finetune=3 steps.distill=3 data.phantom.people=10 data.phantom.test_people=2 data.resolution=64 data.phantom.size=128"
+  SA="stage_args=[eval_resolution=64,loop.eval_every=2,loop.warmup=1,aug.invert_p=0.15]"
+  S512="data.resolution=64 data.phantom.size=128 steps.ceiling=4 steps.finetune=3 steps.distill=3 data.phantom.people=10 data.phantom.test_people=2"
+  SA512="stage_args=[eval_resolution=128,loop.eval_every=2,loop.warmup=1,aug.invert_p=0.15]"
+else
+  S=""; SA=""
+  S512="data.resolution=512 data.phantom.size=1024"
+  SA512="stage_args=[precision=bf16,eval_resolution=1024,loop.eval_every=200,loop.warmup=30,loop.lr=0.006,aug.invert_p=0.15]"
+fi
+L=$B/lowlabel; G=$B/lowlabel512
+COMMON="study=configs/lowlabel.yaml browser_check=false grid.finetune_fractions=[]"
+export OMP_NUM_THREADS=2  # eight processes share the machine's cores
+study() {  # study <log name> <args...>: one process, stopped at the deadline
+  local name=$1; shift
+  timeout $(( $(left) - 40 )) $PY finetune/study.py $COMMON "$@" > "$B/$name.log" 2>&1
+  echo "== $name ended: rc $? at $((SECONDS - T0)) s"
+}
+echo "== benchmark ($(left) s left)"
+pids=()  # waited for by pid: a bare `wait` would also wait for the log's tee
+for s in 0 1 2; do
+  study m$s out_dir=$L $S ${SA:+"$SA"} "grid.seeds=[$s]" grid.ceiling=false "grid.methods=[finetune,bcp,pooloff,selftrain,meanteacher]" & pids+=($!)
+  study c$s out_dir=$L $S ${SA:+"$SA"} "grid.seeds=[$s]" grid.ceiling=true "grid.methods=[]" "grid.finetune_fractions=[0.1]" & pids+=($!)
+done
+study g0 out_dir=$G $S512 "$SA512" "grid.seeds=[0]" grid.ceiling=false "grid.methods=[finetune,bcp]" & pids+=($!)
+study gc0 out_dir=$G $S512 "$SA512" "grid.seeds=[0]" grid.ceiling=true "grid.methods=[]" & pids+=($!)
+wait "${pids[@]}"
+for d in $L $G; do
+  $PY finetune/study.py out_dir=$d report_only=true browser_check=false > $d/report.log 2>&1 \
+    && cat $d/summary.md || echo "no report for $d"
+done
+for f in $B/*.log; do echo "---- $f"; tr '\r' '\n' < $f | grep -v "^$" | grep -v "it/s\]\|s/it\]" | tail -n 6; done
+tar czf "$OUT/studies.tar.gz" --exclude="*.safetensors" --exclude="*.pt" --exclude=worst --exclude=targets --exclude="*.f16" $L $G $B/*.log 2>/dev/null
+nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null
+echo "== done at $((SECONDS - T0)) s"
