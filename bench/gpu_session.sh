@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A lent GPU session's one prepared run (under 10 minutes, ../.library device tool):
-#   1. set-up: the device image's own PyTorch, plus this project's pure-Python wheels it lacks (.whl/, carried);
+# A lent GPU session's one prepared run (one call of under 10 minutes):
+#   1. set-up: the device image's own PyTorch, plus the pure-Python wheels it lacks (.whl/ from bench/gpu_wheels.sh);
 #   2. bench/gpu.sh alone on the card (throughput: bf16, channels_last, compile, fp32);
 #   3. the low-label benchmark on the card, its processes side by side (after the timings, never beside them):
 #      - configs/lowlabel.yaml as it is (128 px, Dice at 256 px labels): seeds 0-2, labelled-only and the methods;
