@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The pure-Python wheels a lent GPU machine lacks (its image has torch, timm, accelerate, einops, opencv, ...;
+# The pure-Python wheels a lent GPU machine lacks (its image has torch, timm, accelerate, einops, opencv, ...),
 # for its Python 3.12, into .whl/ (ignored; carried to the machine with the working tree).
 # Run here, where the registries answer; then `bash bench/gpu_session.sh` on the device with carry [".whl"].
 set -euo pipefail
