@@ -217,13 +217,19 @@ def _img(path: Path, alt: str, width: str = "100%") -> str:
 
 
 def pgr_of_means(rows: list[dict]) -> None:
-    """Set ``pgr_mean`` = (student - teacher) / (ceiling - teacher) on mean Dice, from the ceiling row of the same
-    init and seed (robust where per-bone gaps are tiny)."""
-    ceil = {(r["init"], r["seed"]): r["mean_dice"] for r in rows if r["method"] == "ceiling"}
+    """Set ``pgr_mean`` = (student - teacher) / (ceiling - teacher) on mean Dice (robust where per-bone gaps are
+    tiny) and ``pgr`` per bone (where the ceiling beats the teacher by > 0.05), from the ceiling row of the same init
+    and seed. Computed here from the rows, never in the cell: a cell may run in another process than its ceiling."""
+    ceil = {(r["init"], r["seed"]): r for r in rows if r["method"] == "ceiling"}
     for r in rows:
         c = ceil.get((r["init"], r["seed"]))
         if r.get("teacher") and c is not None:
-            r["pgr_mean"] = metrics.pgr_of_means(r["mean_dice"], float(np.mean(list(r["teacher"].values()))), c)
+            r["pgr_mean"] = metrics.pgr_of_means(r["mean_dice"], float(np.mean(list(r["teacher"].values()))),
+                                                 c["mean_dice"])
+            names = [n for n in r["per_bone"] if n in r["teacher"] and n in c["per_bone"]]
+            g = metrics.pgr([r["per_bone"][n] for n in names], [r["teacher"][n] for n in names],
+                            [c["per_bone"][n] for n in names], min_gap=0.05)
+            r["pgr"] = dict(zip(names, [None if np.isnan(v) else float(v) for v in g]))
 
 
 def write_markdown(out: Path, rows: list[dict]) -> Path:

@@ -48,7 +48,7 @@ from omegaconf import OmegaConf
 from bonekit import checkpoint, config
 from bonekit.cli import run
 from bonekit.config import DataConfig
-from bonekit.metrics import pgr, pgr_of_means
+from bonekit.errors import ConfigError
 from bonekit.models import ModelConfig
 from finetune.cell_settings import cell_settings, claim
 
@@ -94,6 +94,8 @@ class StudyConfig:
     worst_k: int = 4
     browser_check: bool = True  # open the report in headless Chromium (where installed) and save report.png
     report_only: bool = False  # run nothing: results, summary and report from the finished cells under out_dir
+    jobs: int = 1  # processes running the grid's chains side by side (study_jobs.py), each on its share of the cores
+    write_report: bool = True  # results.csv, summary.md, report.html at the end (jobs' chains leave it to the parent)
 
 
 def dotlist(prefix: str, node) -> list[str]:
@@ -243,14 +245,21 @@ class Study:
             return {r["class"]: float(r["dice"]) for r in csv.DictReader(f)}
 
     # ---------------------------------------------------------------- the grid
-    def run(self) -> Path:
+    def run(self, argv: list[str] | None = None) -> Path:
+        """Run the grid (``argv``: the study's own arguments, which ``jobs`` > 1 hands to its chains)."""
         c = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         if not c.report_only:
             for init, name, frac, seed in self.grid_cells():  # before anything is recorded or run
                 claim(self.cell_dir(init, name, frac, seed), cell_settings(c, name, init), record=False)
             config.save(c, self.out / "study.yaml")
+            if c.jobs > 1:
+                from finetune.study_jobs import run_chains
+
+                run_chains(self, list(argv or []))
         rows = []
+        if c.jobs > 1 and not c.report_only:  # the chains' cells, in the grid's order
+            rows = [json.loads((self.cell_dir(*cell) / "result.json").read_text()) for cell in self.grid_cells()]
         if c.report_only:  # every finished cell, whatever grid made it (e.g. several partial runs side by side)
             rows = [json.loads(p.read_text()) for p in sorted(self.out.glob("*/*/*/s*/result.json"))]
             if not rows:
@@ -259,12 +268,14 @@ class Study:
             rows.sort(key=lambda r: (r["init"], r["seed"], -r["fraction"] if r["method"] == "ceiling" else 0,
                                      r["fraction"], order.get(r["method"], 99)))
         ceilings = {}  # (init, seed) -> the ceiling row, for the PGR of that seed's cells
-        for init, name, frac, seed in ([] if c.report_only else self.grid_cells()):
+        for init, name, frac, seed in ([] if c.report_only or c.jobs > 1 else self.grid_cells()):
             if name == "ceiling":
                 rows.append(self.cell("finetune", 1.0, init, seed, ceiling_row=True))
                 ceilings[init, seed] = rows[-1]
             else:
                 rows.append(self.cell(name, frac, init, seed, ceiling=ceilings.get((init, seed))))
+        if not c.write_report:
+            return self.out
         from finetune.report_html import gap_recovered, pgr_of_means, write_report
 
         pgr_of_means(rows)  # recomputed from the rows, so cells written by older versions agree
@@ -333,13 +344,6 @@ class Study:
                "mean_dice": float(np.mean(list(per_bone.values()))), "per_bone": per_bone, "teacher": teacher,
                "checkpoint": str(ck.resolve()), "eval": str((cell / "eval").resolve()),
                "wall_s": round(time.time() - t0, 1), "precision": self.precision()}
-        if teacher and ceiling:
-            names = list(per_bone)
-            g = pgr([per_bone[n] for n in names], [teacher[n] for n in names], [ceiling["per_bone"][n] for n in names],
-                    min_gap=0.05)
-            row["pgr"] = dict(zip(names, [None if np.isnan(v) else float(v) for v in g]))
-            row["pgr_mean"] = pgr_of_means(row["mean_dice"], float(np.mean(list(teacher.values()))),
-                                           ceiling["mean_dice"])
         done.parent.mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps(row, indent=1))
         # A finished cell is never resumed: its optimizer state (twice the weights) goes; last.safetensors stays.
@@ -368,7 +372,9 @@ def main(argv: list[str] | None = None) -> Path:
     cfg = config.load(StudyConfig, argv)
     config.check_choices(cfg, {"grid.methods": ["finetune", *METHODS], "grid.inits": ["scratch", "pretrained"],
                                "groups": ["regions", "rays"]})
-    return Study(cfg).run()
+    if cfg.jobs < 1:
+        raise ConfigError(f"jobs={cfg.jobs}: at least 1")
+    return Study(cfg).run(argv)
 
 
 if __name__ == "__main__":

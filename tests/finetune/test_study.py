@@ -122,8 +122,11 @@ def test_lowlabel_benchmark_tiny(tmp_path):
     cache.mkdir()
     out = tmp_path / "lowlabel"
     args = [f"study={ROOT / 'configs' / 'lowlabel.yaml'}", f"out_dir={out}", "grid.fractions=[0.5]", "grid.seeds=[0,1]",
-            "steps.experts=1"] + TINY_STUDY + ["stage_args=[loop.workers=0,eval_resolution=64]"]
-    launch("finetune/study.py", args, cache)
+            "steps.experts=1", "jobs=2"] + TINY_STUDY + ["stage_args=[loop.workers=0,eval_resolution=64]"]
+    log = launch("finetune/study.py", args, cache)  # jobs=2: its chains side by side, one report at the end
+    assert log.count(": started") == 4 and log.count(": done in") == 4, log
+    assert {p.name for p in (out / "logs").iterdir()} == {f"scratch-s{s}-{c}.log" for s in (0, 1)
+                                                         for c in ("methods", "references")}
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert "Mixed precision the cells ran in: no." in (out / "summary.md").read_text()
     methods = [(r["method"], r["fraction"]) for r in rows if r["seed"] == "0"]
@@ -158,6 +161,22 @@ def test_lowlabel_benchmark_tiny(tmp_path):
     out_text = launch("finetune/study.py", [f"out_dir={out}", "report_only=true", "browser_check=false"], cache)
     assert "running" not in out_text
     assert sorted(tuple(r.values()) for r in csv.DictReader(open(out / "results.csv"))) == before
+
+
+def test_jobs_chains_cover_the_grid_once():
+    """The chains of jobs>1, each the study with a narrowed grid, hold every cell of the grid exactly once."""
+    from bonekit import config
+    from finetune.study import Study, StudyConfig
+    from finetune.study_jobs import chains, core_slices
+
+    base = [f"study={ROOT / 'configs' / 'lowlabel.yaml'}".replace("study=", "config="), "grid.inits=[scratch,pretrained]",
+            "grid.finetune_fractions=[0.1,0.05]"]
+    cfg = config.load(StudyConfig, base)
+    parts = chains(cfg.grid)
+    assert [n for n, _ in parts][:2] == ["scratch-s0-methods", "scratch-s1-methods"] and len(parts) == 12
+    cells = [cell for _, o in parts for cell in Study(config.load(StudyConfig, base + o)).grid_cells()]
+    assert sorted(cells) == sorted(Study(cfg).grid_cells()) and len(set(cells)) == len(cells)
+    assert core_slices(2, [0, 1]) == [[0], [1]] and core_slices(4, [0, 1]) == [None] * 4
 
 
 def test_second_round_starts_from_the_first_rounds_student(tmp_path):
