@@ -51,21 +51,19 @@ else
 fi
 L=$B/lowlabel; G=$B/lowlabel512
 COMMON="study=configs/lowlabel.yaml browser_check=false grid.finetune_fractions=[]"
-export OMP_NUM_THREADS=2  # eight processes share the machine's cores
-study() {  # study <log name> <args...>: one process, stopped at the deadline
-  local name=$1; shift
-  timeout $(( $(left) - 40 )) $PY finetune/study.py $COMMON "$@" > "$B/$name.log" 2>&1
+export OMP_NUM_THREADS=2  # eight chains, two cores each (study jobs: BONEKIT_THREADS and affinity per chain)
+study() {  # study <log name> <cores> <args...>: stopped at the deadline (SIGTERM: its chains stop too)
+  local name=$1 cores=$2; shift 2
+  local pin=""; if [ "$(nproc)" -ge 16 ] && command -v taskset >/dev/null; then pin="taskset -c $cores"; fi
+  timeout $(( $(left) - 40 )) $pin $PY finetune/study.py $COMMON "$@" > "$B/$name.log" 2>&1
   echo "== $name ended: rc $? at $((SECONDS - T0)) s"
 }
 echo "== benchmark ($(left) s left)"
-pids=()  # waited for by pid: a bare `wait` would also wait for the log's tee
-for s in 0 1 2; do
-  study m$s out_dir=$L $S ${SA:+"$SA"} "grid.seeds=[$s]" grid.ceiling=false "grid.methods=[finetune,bcp,pooloff,selftrain,meanteacher]" & pids+=($!)
-  study c$s out_dir=$L $S ${SA:+"$SA"} "grid.seeds=[$s]" grid.ceiling=true "grid.methods=[]" "grid.finetune_fractions=[0.1]" & pids+=($!)
-done
-study g0 out_dir=$G $S512 "$SA512" "grid.seeds=[0]" grid.ceiling=false "grid.methods=[finetune,bcp]" & pids+=($!)
-study gc0 out_dir=$G $S512 "$SA512" "grid.seeds=[0]" grid.ceiling=true "grid.methods=[]" & pids+=($!)
-wait "${pids[@]}"
+# 128 px: per seed a methods chain and a references chain (ceiling, 10%); 512 px: the same for seed 0
+study lowlabel 0-11 out_dir=$L $S ${SA:+"$SA"} jobs=6 "grid.methods=[finetune,bcp,pooloff,selftrain,meanteacher]" \
+  "grid.finetune_fractions=[0.1]" & p1=$!
+study lowlabel512 12-15 out_dir=$G $S512 "$SA512" jobs=2 "grid.seeds=[0]" "grid.methods=[finetune,bcp]" & p2=$!
+wait $p1 $p2  # by pid: a bare `wait` would also wait for the log's tee
 for d in $L $G; do
   $PY finetune/study.py out_dir=$d report_only=true browser_check=false > $d/report.log 2>&1 \
     && cat $d/summary.md || echo "no report for $d"

@@ -14,6 +14,7 @@ slice of the CPU cores (``BONEKIT_THREADS`` and the process's CPU affinity). Lon
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,10 @@ from pathlib import Path
 from bonekit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def chains(grid) -> list[tuple[str, list[str]]]:
@@ -35,6 +40,12 @@ def chains(grid) -> list[tuple[str, list[str]]]:
             if grid.ceiling or any(f not in grid.fractions for f in grid.finetune_fractions):
                 refs.append((f"{init}-s{seed}-references", [*base, "grid.methods=[]"]))
     return methods + refs
+
+
+def chain_command(argv: list[str], overrides: list[str]) -> list[str]:
+    """The child's command: this study's arguments, the chain's narrowed grid, no report of its own."""
+    return [sys.executable, str(ROOT / "finetune" / "study.py"), *argv, *overrides, "jobs=1", "browser_check=false",
+            "write_report=false"]
 
 
 def core_slices(jobs: int, cores: list[int]) -> list[list[int] | None]:
@@ -64,34 +75,44 @@ def run_chains(study, argv: list[str]) -> None:
     running: dict[int, tuple[subprocess.Popen, str, float, object]] = {}
     failed = []
     print(f"[study] {len(todo)} chains, {c.jobs} at a time; logs in {logs}")
-    while todo or running:
-        while todo and free:
-            name, overrides = todo.pop(0)
-            slot = free.pop(0)
-            log = open(logs / f"{name}.log", "w")  # noqa: SIM115 (open while the chain runs, closed when it ends)
-            pin = slots[slot]
-            proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "finetune" / "study.py"), *argv, *overrides, "jobs=1",
-                 "browser_check=false", "write_report=false"], stdout=log, stderr=subprocess.STDOUT, env=env)
-            if pin:  # set from here at once (threads the child starts later inherit it); no preexec_fn
-                os.sched_setaffinity(proc.pid, pin)
-            running[slot] = (proc, name, time.time(), log)
-            print(f"[study] chain {name}: started" + (f" on cores {pin}" if pin else ""))
-        time.sleep(1)
-        for slot, (proc, name, t0, log) in list(running.items()):
-            if proc.poll() is None:
-                continue
+    previous = signal.signal(signal.SIGTERM, _terminated)  # a scheduler's or timeout's SIGTERM reaches the chains
+    try:
+        while todo or running:
+            while todo and free:
+                name, overrides = todo.pop(0)
+                slot = free.pop(0)
+                log = open(logs / f"{name}.log", "w")  # noqa: SIM115 (open while the chain runs, closed when it ends)
+                pin = slots[slot]
+                proc = subprocess.Popen(chain_command(argv, overrides), stdout=log, stderr=subprocess.STDOUT, env=env)
+                if pin:  # set from here at once (threads the child starts later inherit it); no preexec_fn
+                    os.sched_setaffinity(proc.pid, pin)
+                running[slot] = (proc, name, time.time(), log)
+                print(f"[study] chain {name}: started" + (f" on cores {pin}" if pin else ""))
+            time.sleep(1)
+            for slot, (proc, name, t0, log) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[slot]
+                free.append(slot)
+                minutes = (time.time() - t0) / 60
+                if proc.returncode == 0:
+                    print(f"[study] chain {name}: done in {minutes:.1f} min")
+                else:
+                    failed.append(name)
+                    tail = (logs / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
+                    print(f"[study] chain {name}: FAILED (exit {proc.returncode}) after {minutes:.1f} min; "
+                          f"its log ends:\n" + "\n".join(tail))
+    finally:  # stopped (Ctrl-C, SIGTERM): the chains stop too, and resume with the study
+        signal.signal(signal.SIGTERM, previous)
+        for proc, *_ in running.values():
+            proc.terminate()
+        for proc, _, _, log in running.values():
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
             log.close()
-            del running[slot]
-            free.append(slot)
-            minutes = (time.time() - t0) / 60
-            if proc.returncode == 0:
-                print(f"[study] chain {name}: done in {minutes:.1f} min")
-            else:
-                failed.append(name)
-                tail = (logs / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
-                print(f"[study] chain {name}: FAILED (exit {proc.returncode}) after {minutes:.1f} min; "
-                      f"its log ends:\n" + "\n".join(tail))
     if failed:
         raise RuntimeError(f"chains {failed} failed: see {', '.join(str(logs / (n + '.log')) for n in failed)}; "
                            "their finished cells are kept, and running the study again resumes them")

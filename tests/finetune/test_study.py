@@ -229,3 +229,39 @@ def test_lowlabel_benchmark_one_seed(tmp_path):
     dice = {(r["method"], r["fraction"]): float(r["mean_dice"]) for r in rows}
     # the benchmark's headroom (#11): every label beats the 5% labelled-only student by at least 0.15
     assert dice[("ceiling", "1.0")] - dice[("finetune", "0.05")] >= 0.15, dice
+
+
+def test_jobs_stop_their_chains_and_name_a_failed_one(tmp_path, monkeypatch):
+    """SIGTERM to a jobs>1 study (a scheduler, `timeout`) stops its chains; a chain that fails is named with its log
+    once the others are done."""
+    import os
+    import signal
+    import sys
+    import threading
+    from types import SimpleNamespace
+
+    from bonekit import config
+    from finetune import study_jobs
+    from finetune.study import StudyConfig
+
+    cfg = config.load(StudyConfig, ["grid.seeds=[0,1]", "grid.inits=[scratch]", "jobs=2"])
+    study = SimpleNamespace(cfg=cfg, out=tmp_path, init_path=lambda init: None)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    sleeper = f"import os, time; open(os.path.join({str(pids)!r}, str(os.getpid())), 'w').close(); time.sleep(120)"
+    monkeypatch.setattr(study_jobs, "chain_command", lambda argv, o: [sys.executable, "-c", sleeper])
+    threading.Timer(3, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    with pytest.raises(KeyboardInterrupt):
+        study_jobs.run_chains(study, [])
+    started = [int(p.name) for p in pids.iterdir()]
+    assert len(started) == 2  # two at a time
+    for pid in started:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # stopped and reaped
+
+    fails = "import sys; print('cannot read the cache'); sys.exit(sys.argv[-1] == 'grid.methods=[]' and 3)"
+    monkeypatch.setattr(study_jobs, "chain_command", lambda argv, o: [sys.executable, "-c", fails, *o])
+    with pytest.raises(RuntimeError, match=r"\['scratch-s0-references', 'scratch-s1-references'\] failed.*"
+                                           r"scratch-s0-references\.log"):
+        study_jobs.run_chains(study, [])
+    assert "cannot read the cache" in (tmp_path / "logs" / "scratch-s0-references.log").read_text()
