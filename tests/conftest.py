@@ -17,6 +17,14 @@ from bonekit.formats import competition
 # Tests never touch the user's cache.
 os.environ.setdefault("BONEKIT_CACHE", str(Path(__file__).parent.parent / ".pytest-cache-bonekit"))
 
+# The suite runs in two pytest-xdist workers (pyproject's addopts): one torch thread each, so the two share the
+# cores instead of four threads spinning on two (the launched scripts already get one thread each, see launch).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    os.environ.setdefault("BONEKIT_THREADS", "1")
+    torch.set_num_threads(1)
+
 
 def random_polygons(rng: np.random.Generator, h: int, w: int, classes=HAND29) -> dict[str, np.ndarray]:
     """One random convex-ish polygon per class (dense points, some touching the border)."""
@@ -61,6 +69,15 @@ def cache_root(tmp_path: Path) -> Path:
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def free_port() -> int:
+    """A TCP port the OS says is free now: two test workers' torchrun launches never share one."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def launch(script: str, args: list[str], cache: Path, nproc: int = 1, timeout: int = 600) -> str:
     """Run an entry script the way users do: ``accelerate launch`` (1 process) or ``torchrun`` (2 CPU processes).
 
@@ -77,7 +94,7 @@ def launch(script: str, args: list[str], cache: Path, nproc: int = 1, timeout: i
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / script), *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
-               str(29500 + os.getpid() % 1000), str(ROOT / script), *args]
+               str(free_port()), str(ROOT / script), *args]
     p = subprocess.run(cmd, cwd=cache.parent, env=env, capture_output=True, text=True, timeout=timeout)
     out = p.stdout + p.stderr
     if p.returncode != 0:
