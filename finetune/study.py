@@ -252,7 +252,8 @@ class Study:
         if not c.report_only:
             for init, name, frac, seed in self.grid_cells():  # before anything is recorded or run
                 claim(self.cell_dir(init, name, frac, seed), cell_settings(c, name, init), record=False)
-            config.save(c, self.out / "study.yaml")
+            if c.write_report:  # a chain of jobs>1 (write_report=false) leaves the study's own record alone
+                config.save(c, self.out / "study.yaml")
             if c.jobs > 1:
                 from finetune.study_jobs import run_chains
 

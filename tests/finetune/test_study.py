@@ -127,6 +127,7 @@ def test_lowlabel_benchmark_tiny(tmp_path):
     assert log.count(": started") == 4 and log.count(": done in") == 4, log
     assert {p.name for p in (out / "logs").iterdir()} == {f"scratch-s{s}-{c}.log" for s in (0, 1)
                                                          for c in ("methods", "references")}
+    assert "seeds:\n  - 0\n  - 1\n" in (out / "study.yaml").read_text()  # the whole grid, not a chain's
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert "Mixed precision the cells ran in: no." in (out / "summary.md").read_text()
     methods = [(r["method"], r["fraction"]) for r in rows if r["seed"] == "0"]
