@@ -8,7 +8,8 @@ the study runs again, so a stopped study continues where it was. Each cell also 
 with (``settings.json``: data, model, schedule, the arm's kd keys); a later run whose settings differ stops with the
 differing keys instead of reusing or resuming that cell (a new ``out_dir`` keeps both). Pretraining runs once and
 is shared. Outputs: ``results.csv`` (one row per cell), plots (Dice vs label fraction with seed spread, per-bone
-heatmap, PGR per bone) and one self-contained ``report.html``.
+heatmap, PGR per bone) and one self-contained ``report.html``. ``jobs=N`` runs the grid's chains (per init and
+seed: the methods, the references) in N processes side by side (``finetune/study_jobs.py``).
 
 Methods (every distilled arm uses the same loop, schedule and init as the others; its batch holds as many
 labelled images as ``finetune``'s plus as many pool images):
