@@ -8,7 +8,7 @@
 # Each study cell writes result.json when it ends; a deadline stops what is left so the reports and the archive
 # still come back. Outputs: $OUT/gpu.log, $OUT/session.log, $OUT/studies.tar.gz.
 #   device:        bash bench/gpu_session.sh
-#   CPU dry run:   TINY=1 OUT=/tmp/o bash bench/gpu_session.sh
+#   CPU dry run:   TINY=1 OUT=bench-out/dry PY=.venv/bin/python bash bench/gpu_session.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 T0=$SECONDS
