@@ -42,7 +42,7 @@ env $GPU_ENV PY=$PY OUTDIR=$B/gpu timeout ${GPU_SH_S:-150} bash bench/gpu.sh 2>&
 if [ -n "${TINY:-}" ]; then
   S="steps.ceiling=4 steps.finetune=3 steps.distill=3 data.phantom.people=10 data.phantom.test_people=2 data.resolution=64 data.phantom.size=128"
   SA="stage_args=[eval_resolution=64,loop.eval_every=2,loop.warmup=1,aug.invert_p=0.15]"
-  S512="data.resolution=64 data.phantom.size=128 steps.ceiling=4 steps.finetune=3 steps.distill=3 data.phantom.people=10 data.phantom.test_people=2"
+  S512=$S
   SA512="stage_args=[eval_resolution=128,loop.eval_every=2,loop.warmup=1,aug.invert_p=0.15]"
 else
   S=""; SA=""
@@ -50,7 +50,7 @@ else
   SA512="stage_args=[precision=bf16,eval_resolution=1024,loop.eval_every=200,loop.warmup=30,loop.lr=0.006,aug.invert_p=0.15]"
 fi
 L=$B/lowlabel; G=$B/lowlabel512
-COMMON="study=configs/lowlabel.yaml browser_check=false grid.finetune_fractions=[]"
+COMMON="study=configs/lowlabel.yaml browser_check=false"
 export OMP_NUM_THREADS=2  # eight chains, two cores each (study jobs: BONEKIT_THREADS and affinity per chain)
 study() {  # study <log name> <cores> <args...>: stopped at the deadline (SIGTERM: its chains stop too)
   local name=$1 cores=$2; shift 2
@@ -62,7 +62,8 @@ echo "== benchmark ($(left) s left)"
 # 128 px: per seed a methods chain and a references chain (ceiling, 10%); 512 px: the same for seed 0
 study lowlabel 0-11 out_dir=$L $S ${SA:+"$SA"} jobs=6 "grid.methods=[finetune,bcp,pooloff,selftrain,meanteacher]" \
   "grid.finetune_fractions=[0.1]" & p1=$!
-study lowlabel512 12-15 out_dir=$G $S512 "$SA512" jobs=2 "grid.seeds=[0]" "grid.methods=[finetune,bcp]" & p2=$!
+study lowlabel512 12-15 out_dir=$G $S512 "$SA512" jobs=2 "grid.seeds=[0]" "grid.methods=[finetune,bcp]" \
+  "grid.finetune_fractions=[]" & p2=$!
 wait $p1 $p2  # by pid: a bare `wait` would also wait for the log's tee
 for d in $L $G; do
   $PY finetune/study.py out_dir=$d report_only=true browser_check=false > $d/report.log 2>&1 \

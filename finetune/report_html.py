@@ -216,7 +216,7 @@ def _img(path: Path, alt: str, width: str = "100%") -> str:
     return f'<img alt="{html.escape(alt)}" style="max-width:{width}" src="data:image/png;base64,{data}">'
 
 
-def pgr_of_means(rows: list[dict]) -> None:
+def add_pgr(rows: list[dict]) -> None:
     """Set ``pgr_mean`` = (student - teacher) / (ceiling - teacher) on mean Dice (robust where per-bone gaps are
     tiny) and ``pgr`` per bone (where the ceiling beats the teacher by > 0.05), from the ceiling row of the same init
     and seed. Computed here from the rows, never in the cell: a cell may run in another process than its ceiling."""
@@ -235,7 +235,7 @@ def pgr_of_means(rows: list[dict]) -> None:
 def write_markdown(out: Path, rows: list[dict]) -> Path:
     """``summary.md``: per (fraction, init, method), mean ± sd over seeds of the mean Dice, the teacher's Dice,
     the PGR of the means and the gap recovered."""
-    pgr_of_means(rows)
+    add_pgr(rows)
     gap_recovered(rows)
     groups = defaultdict(list)
     for r in rows:

@@ -259,9 +259,6 @@ class Study:
                 from finetune.study_jobs import run_chains
 
                 run_chains(self, list(argv or []))
-        rows = []
-        if c.jobs > 1 and not c.report_only:  # the chains' cells, in the grid's order
-            rows = [json.loads((self.cell_dir(*cell) / "result.json").read_text()) for cell in self.grid_cells()]
         if c.report_only:  # every finished cell, whatever grid made it (e.g. several partial runs side by side)
             rows = [json.loads(p.read_text()) for p in sorted(self.out.glob("*/*/*/s*/result.json"))]
             if not rows:
@@ -269,18 +266,21 @@ class Study:
             order = {m: i for i, m in enumerate(["ceiling", "finetune", *METHODS])}
             rows.sort(key=lambda r: (r["init"], r["seed"], -r["fraction"] if r["method"] == "ceiling" else 0,
                                      r["fraction"], order.get(r["method"], 99)))
-        ceilings = {}  # (init, seed) -> the ceiling row, for the PGR of that seed's cells
-        for init, name, frac, seed in ([] if c.report_only or c.jobs > 1 else self.grid_cells()):
-            if name == "ceiling":
-                rows.append(self.cell("finetune", 1.0, init, seed, ceiling_row=True))
-                ceilings[init, seed] = rows[-1]
-            else:
-                rows.append(self.cell(name, frac, init, seed, ceiling=ceilings.get((init, seed))))
+        elif c.jobs > 1:  # the chains ran the cells: theirs, in the grid's order
+            rows = [json.loads((self.cell_dir(*cell) / "result.json").read_text()) for cell in self.grid_cells()]
+        else:
+            rows, ceilings = [], {}  # (init, seed) -> the ceiling row, whose checkpoint that seed's students report
+            for init, name, frac, seed in self.grid_cells():
+                if name == "ceiling":
+                    rows.append(self.cell("finetune", 1.0, init, seed, ceiling_row=True))
+                    ceilings[init, seed] = rows[-1]
+                else:
+                    rows.append(self.cell(name, frac, init, seed, ceiling=ceilings.get((init, seed))))
         if not c.write_report:
             return self.out
-        from finetune.report_html import gap_recovered, pgr_of_means, write_report
+        from finetune.report_html import add_pgr, gap_recovered, write_report
 
-        pgr_of_means(rows)  # recomputed from the rows, so cells written by older versions agree
+        add_pgr(rows)  # recomputed from the rows, so cells written by older versions agree
         gap_recovered(rows)
         self.write(rows)
 
