@@ -27,6 +27,7 @@ ARM_KEYS = {
     "cosup": ("steps.finetune", "steps.distill", "warm_start", "kd_args", "groups", "steps.experts"),
     "cosupgate": ("steps.finetune", "steps.distill", "warm_start", "kd_args", "groups", "steps.experts", "gate_folds"),
     **{m: ("steps.finetune", "steps.distill", "bcp_args") for m in ("bcp", "bcp2", "bcp3", "pooloff2")},
+    "bcpfp": ("steps.finetune", "steps.distill", "bcp_args", "fp_args"),
 }
 IGNORED_DATA_KEYS = ("workers", "cache_dir", "skip_bad")  # how data is read, not what a cell learns from
 

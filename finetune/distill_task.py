@@ -14,7 +14,10 @@ Semi-supervised pieces, each a ``kd.*`` switch the study can turn on:
   it came from the labelled image, the teacher where it came from the pool), so labelled and pool statistics
   meet inside every image;
 - hard pseudo-labels (``kd.hard``): the teacher's probabilities binarised at 0.5, as BCP and FixMatch use them, so
-  the student is pushed to commit where the teacher leans one way (soft targets teach a 0.4 as a 0.4).
+  the student is pushed to commit where the teacher leans one way (soft targets teach a 0.4 as a 0.4);
+- feature perturbation (``kd.fp``, UniMatch's FP stream, Yang et al., CVPR 2023): the decoder runs a second time on
+  the encoder's features under channel dropout, and that stream too learns the teacher's pixels, so the student's
+  prediction must survive a perturbation of its own features, not only of its input.
 The labelled part of a batch gets the supervised loss at full weight (a mean over the labelled samples), so a
 distillation run with no pool loss (``kd.weight_kd=0``, the ``pooloff`` control) trains like plain fine-tuning.
 """
@@ -62,6 +65,8 @@ class KDConfig:
     bcp: bool = False  # bidirectional copy-paste between labelled and pool images (BCP)
     bcp_size: float = 0.667  # side of the pasted box as a share of the image side (BCP's 2/3)
     hard: bool = False  # pool targets binarised at 0.5 (BCP's and FixMatch's hard pseudo-labels; masks use the soft p)
+    fp: float = 0.0  # UniMatch feature perturbation: share of the pool loss given to the dropped-feature stream (0: off)
+    fp_dropout: float = 0.5  # channel dropout (Dropout2d) on every encoder feature map in that stream (UniMatch's 0.5)
 
 
 def check_kd(kd: KDConfig) -> None:
@@ -74,6 +79,9 @@ def check_kd(kd: KDConfig) -> None:
         raise ConfigError(f"kd.pixel_threshold={kd.pixel_threshold}: must be in [0, 1)")
     if not 0.0 < kd.bcp_size < 1.0:
         raise ConfigError(f"kd.bcp_size={kd.bcp_size}: the box side as a share of the image, in (0, 1)")
+    if not 0.0 <= kd.fp <= 1.0 or not 0.0 < kd.fp_dropout < 1.0:
+        raise ConfigError(f"kd.fp={kd.fp}, kd.fp_dropout={kd.fp_dropout}: fp is a share of the pool loss in [0, 1], "
+                          "fp_dropout a dropout probability in (0, 1)")
 
 
 class DistillFrames(Dataset):
@@ -213,6 +221,7 @@ class DistillTask:
         self.student: torch.nn.Module | None = None  # set by the caller for the mean teacher
         self.ema: torch.nn.Module | None = None
         self._ema_step = -1
+        self._fp_on = False  # the feature-perturbation hook doubles the decoder's batch only while this is set
 
     # ------------------------------------------------------------------ the mean teacher
     def attach(self, student: torch.nn.Module) -> None:
@@ -222,6 +231,20 @@ class DistillTask:
             self.ema = copy.deepcopy(student).eval()
             for p in self.ema.parameters():
                 p.requires_grad_(False)
+        if self.kd.fp > 0:  # after the EMA copy: deepcopy would copy the hook into the teacher
+            if not hasattr(student, "encoder"):
+                raise ConfigError("kd.fp: feature perturbation needs an encoder-decoder student (an smp model)")
+            student.encoder.register_forward_hook(self._perturb_features)
+
+    def _perturb_features(self, module, inputs, feats):
+        """Forward hook on the student's encoder: each feature map ``[B, C, h, w]`` becomes ``[2B, C, h, w]``, the
+        clean maps then the same under Dropout2d, so one decoder pass yields both streams (UniMatch's layout; the
+        decoder's batch norm sees both halves, as there). A hook, not a second call: the model stays the one
+        accelerate wrapped, so gradients of both streams are synchronised across processes in the same backward."""
+        if not self._fp_on:
+            return feats
+        p = self.kd.fp_dropout
+        return [torch.cat([f, torch.nn.functional.dropout2d(f, p, training=True)]) for f in feats]
 
     @torch.no_grad()
     def _update_ema(self, step: int) -> None:
@@ -266,15 +289,34 @@ class DistillTask:
             gt = lab.view(-1, 1, 1, 1).expand(x.shape[0], 1, *x.shape[-2:])
         return x, {"y": y, "ignore": ignore, "labelled": lab, "gt": gt}
 
-    def forward(self, model, x: torch.Tensor, targets: dict) -> torch.Tensor:
-        """The student's logits; with ``kd.separate_bn`` the labelled and the pool part of the batch go through
-        the model apart, so batch-norm statistics of one part never normalise the other."""
-        lab = targets["labelled"]
-        if not self.kd.separate_bn or lab.all() or not lab.any():
+    def _run(self, model, x: torch.Tensor) -> torch.Tensor:
+        """``model(x)``; with ``kd.fp`` in training, ``[2B, K, H, W]``: the clean stream, then the perturbed one."""
+        self._fp_on = self.kd.fp > 0 and model.training
+        try:
             return model(x)
-        out_l, out_p = model(x[lab]), model(x[~lab])
-        logits = out_l.new_empty((x.shape[0], *out_l.shape[1:]))
-        logits[lab], logits[~lab] = out_l, out_p
+        finally:
+            self._fp_on = False
+
+    def forward(self, model, x: torch.Tensor, targets: dict) -> torch.Tensor:
+        """The student's logits ``[B, K, H, W]``; with ``kd.separate_bn`` the labelled and the pool part of the batch
+        go through the model apart, so batch-norm statistics of one part never normalise the other. With ``kd.fp``
+        the perturbed stream's logits are left in ``targets["fp"]`` for the loss."""
+        lab = targets["labelled"]
+        b = x.shape[0]
+        if not self.kd.separate_bn or lab.all() or not lab.any():
+            out = self._run(model, x)
+            logits, fp = out[:b], (out[b:] if out.shape[0] > b else None)
+        else:
+            out_l, out_p = self._run(model, x[lab]), self._run(model, x[~lab])
+            nl, npool = int(lab.sum()), b - int(lab.sum())
+            logits = out_l.new_empty((b, *out_l.shape[1:]))
+            logits[lab], logits[~lab] = out_l[:nl], out_p[:npool]
+            fp = None
+            if out_l.shape[0] > nl:
+                fp = torch.empty_like(logits)
+                fp[lab], fp[~lab] = out_l[nl:], out_p[npool:]
+        if fp is not None:
+            targets["fp"] = fp
         return logits
 
     def alpha(self, step: int) -> float:
@@ -298,16 +340,23 @@ class DistillTask:
         pool = ~gt.flatten(1).all(1)  # samples with teacher pixels
         w = self.kd.weight_kd * sigmoid_ramp(step, self.steps, self.kd.rampup)
         if pool.any() and w > 0:
-            lg, y, ig = logits[pool], t["y"][pool], t["ignore"][pool] | gt[pool]
-            # Bones are a few percent of the pixels: a pixel-mean KD alone lets "no bone anywhere" win, so a soft
-            # Dice against the teacher's probabilities joins it, as the Dice term does for the ground truth.
-            if self.kd.confidence > 0:
-                kd = confidence(lg, y, self.alpha(step), ig)
-            else:
-                kd = kd_binary(lg, y, self.kd.temperature, ig)
-            kd = kd + soft_dice(lg, y, ig)
-            if self.kd.channel_wise > 0:
-                teacher_logits = torch.logit(y.clamp(1e-4, 1 - 1e-4))
-                kd = kd + self.kd.channel_wise * channel_wise(lg, teacher_logits, 4.0, ig.all(-1).all(-1))
+            y, ig = t["y"][pool], t["ignore"][pool] | gt[pool]
+            kd = self.pool_term(logits[pool], y, ig, step)
+            if "fp" in t:  # UniMatch: the perturbed stream learns the same teacher pixels, with its share of the weight
+                kd = (1 - self.kd.fp) * kd + self.kd.fp * self.pool_term(t["fp"][pool], y, ig, step)
             total = total + w * kd
         return total
+
+    def pool_term(self, lg, y, ig, step):
+        """The loss of student logits ``lg`` against teacher probabilities ``y`` (``[N, K, H, W]``) where ``ig`` is
+        False. Bones are a few percent of the pixels: a pixel-mean KD alone lets "no bone anywhere" win, so a soft
+        Dice against the teacher's probabilities joins it, as the Dice term does for the ground truth."""
+        if self.kd.confidence > 0:
+            kd = confidence(lg, y, self.alpha(step), ig)
+        else:
+            kd = kd_binary(lg, y, self.kd.temperature, ig)
+        kd = kd + soft_dice(lg, y, ig)
+        if self.kd.channel_wise > 0:
+            teacher_logits = torch.logit(y.clamp(1e-4, 1 - 1e-4))
+            kd = kd + self.kd.channel_wise * channel_wise(lg, teacher_logits, 4.0, ig.all(-1).all(-1))
+        return kd

@@ -27,6 +27,8 @@ labelled images as ``finetune``'s plus as many pool images):
   images swap a box both ways, and the student starts from the ``finetune`` student (BCP's warm start);
 - ``bcp2``, ``bcp3``: further BCP rounds: student and EMA teacher start from the previous round's student
   (``bcp``, then ``bcp2``), which thus labels the pool at the start; the same schedule again each round;
+- ``bcpfp``: ``bcp`` plus UniMatch's feature perturbation (``fp_args``: a second decoder stream on dropped-out
+  encoder features learns the teacher's pixels too), from the same warm start;
 - ``pooloff2``: ``bcp2``'s control: the same second round from the ``bcp`` student with no loss on pool images, so
   ``bcp2 - pooloff2`` is what the pool adds in round two, not the extra steps.
 ``warm_start=true`` starts every distilled student from the ``finetune`` student of its cell (``bcp`` always does).
@@ -86,6 +88,7 @@ class StudyConfig:
     kd_args: list[str] = field(default_factory=list)  # extra kd.* keys for selftrain and cosup students
     meanteacher_args: list[str] = field(default_factory=lambda: ["kd.ema=0.99", "kd.strong=true", "kd.rampup=0.3"])
     bcp_args: list[str] = field(default_factory=lambda: ["kd.ema=0.99", "kd.bcp=true"])
+    fp_args: list[str] = field(default_factory=lambda: ["kd.fp=0.5"])  # bcpfp: bcp_args plus these
     gate_folds: int = 5  # cosupgate: folds of the per-bone CV gate over the labelled images (at most one per image)
     warm_start: bool = False  # distilled students start from the cell's labelled-only student (bcp always does)
     steps: Steps = field(default_factory=Steps)
@@ -117,7 +120,8 @@ def dotlist(prefix: str, node) -> list[str]:
     return out
 
 
-METHODS = ("pooloff", "selftrain", "meanteacher", "cosup", "cosupgate", "bcp", "bcp2", "bcp3", "pooloff2")
+METHODS = ("pooloff", "selftrain", "meanteacher", "cosup", "cosupgate", "bcp", "bcpfp", "bcp2", "bcp3",
+           "pooloff2")
 PREVIOUS_ROUND = {"bcp2": "bcp", "bcp3": "bcp2", "pooloff2": "bcp"}  # a later round starts from this arm's student
 
 
@@ -216,8 +220,9 @@ class Study:
             return self.distilled(cell, frac, init, seed, None, ["kd.weight_kd=0"], ceiling, warm)
         if method == "meanteacher":
             return self.distilled(cell, frac, init, seed, None, list(c.meanteacher_args), ceiling, warm)
-        if method == "bcp":
-            return self.distilled(cell, frac, init, seed, None, list(c.bcp_args), ceiling, generalist)
+        if method in ("bcp", "bcpfp"):
+            extra = [*c.bcp_args, *(c.fp_args if method == "bcpfp" else ())]
+            return self.distilled(cell, frac, init, seed, None, extra, ceiling, generalist)
         if method in PREVIOUS_ROUND:
             before = PREVIOUS_ROUND[method]
             prev_cell = self.out / init / before / f"f{frac:g}" / f"s{seed}"

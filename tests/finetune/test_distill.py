@@ -229,7 +229,7 @@ def test_distill_runs_in_two_processes(experts):
     (two forward passes per step under DDP). The report, main process only, makes no collective call."""
     tmp, cache = experts
     common = COSUP_ARGS + ["loop.batch_size=4", "loop.steps=2"]
-    for name, extra in [("pooloff", ["kd.weight_kd=0"]), ("bcp", ["kd.ema=0.99", "kd.bcp=true", "kd.strong=true"]),
+    for name, extra in [("pooloff", ["kd.weight_kd=0"]), ("bcp", ["kd.ema=0.99", "kd.bcp=true", "kd.strong=true", "kd.fp=0.5"]),
                         ("experts", [f"experts={tmp / 'experts'}"])]:
         launch("finetune/distill.py", common + extra + [f"run_dir={tmp / ('ddp_' + name)}"], cache, nproc=2)
         assert "| finger-1 |" in (tmp / f"ddp_{name}" / "report.md").read_text(), name
@@ -261,3 +261,34 @@ def test_hard_targets_binarise_the_pool_and_mask_on_the_soft_probabilities():
         assert torch.allclose(got, want, atol=1e-3), (hard, got)
         assert t["y"][0, 0].bool().equal(torch.from_numpy(gt[0])) and t["y"][0, 1].sum() == 0  # ground truth
         assert t["ignore"][1, 0].all() and not t["ignore"][1, 1].any()  # 0.55 and 0.2 unsure, 0.97 sure
+
+
+def test_feature_perturbation_stream_learns_the_teacher_pixels_only_in_training():
+    """kd.fp (UniMatch's FP stream): in training the decoder also runs on dropped-out encoder features, that stream
+    gets ``kd.fp`` of the pool loss and no ground-truth term; evaluation and the EMA teacher see one clean stream."""
+    from bonekit.models import make_segmenter
+
+    torch.manual_seed(0)
+    model = make_segmenter("unet", "resnet18", 1, 2, [16, 16, 8, 8, 8]).train()
+    task = _task(fp=1.0, ema=0.99)
+    task.attach(model)
+    lab = torch.tensor([True, True, False, False])
+    x = torch.rand(4, 1, 64, 64)
+    y = (torch.rand(4, 2, 64, 64) > 0.5).float()
+    y[~lab] = 0.9
+    t = {"labelled": lab, "y": y, "ignore": torch.zeros(4, 2, 64, 64, dtype=torch.bool)}
+    logits = task.forward(model, x, t)
+    assert logits.shape == (4, 2, 64, 64) and t["fp"].shape == logits.shape
+    assert not torch.allclose(t["fp"], logits)  # the perturbed stream is another prediction
+    assert task.ema(x).shape == (4, 2, 64, 64)  # the teacher has no hook
+    # fp=1: the whole pool term comes from the perturbed stream, the ground truth from the clean one
+    loss = task.loss(logits, t, 50)
+    expect = task.seg(logits[lab], y[lab], None) + task.pool_term(t["fp"][~lab], y[~lab], t["ignore"][~lab], 50)
+    assert torch.allclose(loss, expect)
+    model.eval()
+    t2 = {"labelled": lab}
+    with torch.no_grad():
+        task.forward(model, x, t2)
+    assert "fp" not in t2
+    with pytest.raises(ConfigError, match="kd.fp"):
+        _task(fp=1.5)
