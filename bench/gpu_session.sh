@@ -60,7 +60,7 @@ study() {  # study <log name> <cores> <args...>: stopped at the deadline (SIGTER
 }
 echo "== benchmark ($(left) s left)"
 # 128 px: per seed a methods chain and a references chain (ceiling, 10%); 512 px: the same for seed 0
-study lowlabel 0-11 out_dir=$L $S ${SA:+"$SA"} jobs=6 "grid.methods=[finetune,bcp,pooloff,selftrain,meanteacher]" \
+study lowlabel 0-11 out_dir=$L $S ${SA:+"$SA"} jobs=6 "grid.methods=[finetune,bcp,bcpfp,pooloff,selftrain,meanteacher]" \
   "grid.finetune_fractions=[0.1]" & p1=$!
 study lowlabel512 12-15 out_dir=$G $S512 "$SA512" jobs=2 "grid.seeds=[0]" "grid.methods=[finetune,bcp]" \
   "grid.finetune_fractions=[]" & p2=$!
