@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> Path:
         ds = DistillFrames(d.cache, d.labelled, frames, targets, keep, cfg.data.slices, cfg.kd.labelled_share, k)
         meta = model_meta(mcfg, cfg.data.slices, d.classes, cfg.data.resolution, config.to_dict(cfg), round=r)
         resume_from = checkpoint.latest(rdir) if cfg.resume else None
+        if task.ema is not None:
+            keep_ema_state(acc, task.ema, resume_from)
         res = fit(acc, model, opt, ds, d.val, task, cfg.loop, rdir, resume_from, d.classes, meta, config.to_dict(cfg))
         if res.steps < cfg.loop.steps:
             accelerator.print(f"round {r} stopped at step {res.steps} (loop.stop_at_step); resume=auto continues it")
@@ -157,6 +159,18 @@ def main(argv: list[str] | None = None) -> Path:
     if accelerator.is_main_process:
         report(cfg, manifest, d, student_path, run_dir, accelerator)
     return run_dir
+
+
+def keep_ema_state(acc, ema, resume_from: Path | None) -> None:
+    """Save the EMA teacher with every checkpoint and restore it on resume, so a resumed mean-teacher or BCP run
+    continues with the teacher it had (rebuilt from the student, it would label the pool differently from the
+    unbroken run). A checkpoint written before the teacher was saved has none: the teacher is then rebuilt from
+    the resumed student's initial weights, and the run says so."""
+    if resume_from is not None and not (Path(resume_from) / "custom_checkpoint_0.pkl").is_file():
+        acc.print(f"warning: {resume_from} holds no EMA teacher (written by an older bonekit): the teacher restarts "
+                  "from the student's initial weights, so this run will not reproduce an unbroken one")
+        return
+    acc.register_for_checkpointing(ema)
 
 
 def report(cfg, manifest, d, student_path: str, run_dir: Path, accelerator) -> None:

@@ -248,8 +248,8 @@ class DistillTask:
 
     @torch.no_grad()
     def _update_ema(self, step: int) -> None:
-        # Called before the step's first batch: folds in the optimizer step that just happened (resume-safe:
-        # the EMA is rebuilt from the student at a resumed step, a documented approximation).
+        # Called before the step's first batch: folds in the optimizer step that just happened. The EMA is saved
+        # with each checkpoint (finetune/distill.py keep_ema_state), so a resumed run folds in the same steps.
         if self.ema is None or step == self._ema_step:
             return
         m = min(self.kd.ema, (1 + step) / (10 + step))  # a short warm-up, as in Tarvainen & Valpola

@@ -292,3 +292,19 @@ def test_feature_perturbation_stream_learns_the_teacher_pixels_only_in_training(
     assert "fp" not in t2
     with pytest.raises(ConfigError, match="kd.fp"):
         _task(fp=1.5)
+
+
+def test_a_resumed_bcp_run_keeps_its_ema_teacher(tmp_path):
+    """The EMA teacher is saved with each checkpoint: BCP + feature perturbation stopped after step 2 and resumed
+    ends with the weights of the unbroken run (rebuilt from the student on resume, as before, it labelled the
+    pool differently and the weights differed)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    common = COSUP_ARGS + ["kd.ema=0.99", "kd.bcp=true", "kd.fp=0.5", "loop.steps=3", "loop.save_every=1"]
+    launch("finetune/distill.py", common + [f"run_dir={tmp_path / 'full'}"], cache)
+    launch("finetune/distill.py", common + [f"run_dir={tmp_path / 'split'}", "loop.stop_at_step=2"], cache)
+    out = launch("finetune/distill.py", common + [f"run_dir={tmp_path / 'split'}", "resume=auto"], cache)
+    assert "resumed from" in out and "holds no EMA teacher" not in out
+    a = load_file(str(tmp_path / "full" / "round0" / "last.safetensors"))
+    b = load_file(str(tmp_path / "split" / "round0" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
