@@ -101,9 +101,10 @@ def _heatmap(m, labels, names, path: Path, title: str, bar: str, vmin: float = 0
     return path
 
 
-def plot_curves(rows, path: Path, style=None) -> Path | None:
-    """Validation Dice against step of every cell that logged it (``loop.eval_every``), one panel per method;
-    ``style(row)`` may give each line its matplotlib keywords (colour, line style)."""
+def plot_curves(rows, path: Path, style=None, panel=None, label=None) -> Path | None:
+    """Validation Dice against step of every cell that logged it (``loop.eval_every``), one panel per method (or per
+    ``panel(row)``, then on a shared y axis); ``style(row)`` may give each line its matplotlib keywords (colour, line
+    style), ``label(row)`` its legend entry."""
     import csv as _csv
 
     series = defaultdict(list)
@@ -114,16 +115,17 @@ def plot_curves(rows, path: Path, style=None) -> Path | None:
         with open(m) as f:
             pts = [(int(x["step"]), float(x["val_dice"])) for x in _csv.DictReader(f) if x.get("val_dice")]
         if len(pts) >= 2:
-            series[r["method"]].append((f"{r['init']} {100 * r['fraction']:g}% s{r['seed']}", pts,
-                                        style(r) if style else {}))
+            name = label(r) if label else f"{r['init']} {100 * r['fraction']:g}% s{r['seed']}"
+            series[panel(r) if panel else r["method"]].append((name, pts, style(r) if style else {}))
     if not series:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series) + 1, 3.2), dpi=110, squeeze=False)
-    for ax, (method, runs) in zip(axes[0], sorted(series.items())):
+    fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series) + 1, 3.2), dpi=110, squeeze=False,
+                             sharey=panel is not None)
+    for ax, (title, runs) in zip(axes[0], sorted(series.items())):
         for name, pts, kw in runs:
             ax.plot(*zip(*pts), **{"marker": ".", **kw}, label=name)
-        ax.set_title(method, fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)

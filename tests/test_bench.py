@@ -196,3 +196,30 @@ def test_polarity_tells_an_inverted_display_from_a_normal_one():
     image = np.where(bone, 200, 60).astype(np.uint8) + np.random.default_rng(0).integers(0, 20, (32, 32), np.uint8)
     assert not inverted(image, bone) and inverted(255 - image, bone)
     assert not inverted(image, np.zeros_like(bone))  # no bone: nothing to compare
+
+
+def test_arm_curves_draws_one_panel_per_seed_with_the_arms_together(tmp_path):
+    """bench/arm_curves.py: three arms over two seeds give two panels (the study report would draw three, one per
+    method); an arm with no finished cell is a clear error."""
+    import json
+    import struct
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    for method in ("finetune", "bcp", "bcpfp"):
+        for s in range(2):
+            d = tmp_path / "scratch" / method / "f0.05" / f"s{s}"
+            d.mkdir(parents=True)
+            (d / "metrics.csv").write_text("step,loss,val_dice\n100,1.0,0.2\n200,0.9,\n300,0.8,0.4\n")
+            (d / "result.json").write_text(json.dumps({"init": "scratch", "method": method, "fraction": 0.05,
+                                                       "seed": s, "mean_dice": 0.4, "per_bone": {},
+                                                       "checkpoint": str(d / "last.safetensors")}))
+    run = [sys.executable, str(ROOT / "bench" / "arm_curves.py"), str(tmp_path), "--png", str(tmp_path / "c.png")]
+    env = {"PYTHONPATH": str(ROOT), "PATH": "", "MPLBACKEND": "Agg"}
+    subprocess.run(run + ["--methods", "finetune", "bcp", "bcpfp"], env=env, capture_output=True, check=True)
+    width = struct.unpack(">I", (tmp_path / "c.png").read_bytes()[16:20])[0]
+    assert width == round((3.2 * 2 + 1) * 110), width  # two panels (seeds), not three (methods)
+    p = subprocess.run(run + ["--methods", "meanteacher"], env=env, capture_output=True, text=True)
+    assert p.returncode != 0 and "no finished cell of ['meanteacher']" in p.stderr
