@@ -289,32 +289,33 @@ class DistillTask:
             gt = lab.view(-1, 1, 1, 1).expand(x.shape[0], 1, *x.shape[-2:])
         return x, {"y": y, "ignore": ignore, "labelled": lab, "gt": gt}
 
-    def _run(self, model, x: torch.Tensor) -> torch.Tensor:
-        """``model(x)``; with ``kd.fp`` in training, ``[2B, K, H, W]``: the clean stream, then the perturbed one."""
+    def _run(self, model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``model(x)`` as (logits ``[B, K, H, W]``, the feature-perturbed stream's logits or None): the hook doubles
+        the decoder's batch only with ``kd.fp`` in training."""
         self._fp_on = self.kd.fp > 0 and model.training
         try:
-            return model(x)
+            out = model(x)
         finally:
             self._fp_on = False
+        b = x.shape[0]
+        return out[:b], (out[b:] if out.shape[0] > b else None)
 
     def forward(self, model, x: torch.Tensor, targets: dict) -> torch.Tensor:
         """The student's logits ``[B, K, H, W]``; with ``kd.separate_bn`` the labelled and the pool part of the batch
         go through the model apart, so batch-norm statistics of one part never normalise the other. With ``kd.fp``
         the perturbed stream's logits are left in ``targets["fp"]`` for the loss."""
         lab = targets["labelled"]
-        b = x.shape[0]
         if not self.kd.separate_bn or lab.all() or not lab.any():
-            out = self._run(model, x)
-            logits, fp = out[:b], (out[b:] if out.shape[0] > b else None)
+            logits, fp = self._run(model, x)
         else:
-            out_l, out_p = self._run(model, x[lab]), self._run(model, x[~lab])
-            nl, npool = int(lab.sum()), b - int(lab.sum())
-            logits = out_l.new_empty((b, *out_l.shape[1:]))
-            logits[lab], logits[~lab] = out_l[:nl], out_p[:npool]
-            fp = None
-            if out_l.shape[0] > nl:
-                fp = torch.empty_like(logits)
-                fp[lab], fp[~lab] = out_l[nl:], out_p[npool:]
+            (out_l, fp_l), (out_p, fp_p) = self._run(model, x[lab]), self._run(model, x[~lab])
+
+            def merged(a, b):  # the two parts back in batch order
+                m = a.new_empty((x.shape[0], *a.shape[1:]))
+                m[lab], m[~lab] = a, b
+                return m
+
+            logits, fp = merged(out_l, out_p), (None if fp_l is None else merged(fp_l, fp_p))
         if fp is not None:
             targets["fp"] = fp
         return logits
