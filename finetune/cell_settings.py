@@ -4,11 +4,16 @@ A study skips finished cells and resumes half-run ones, which is only right if t
 the study runs with now. Each cell folder holds ``settings.json`` (data, model, batch, stage keys, the arm's own
 keys); a later run with other settings stops with a ConfigError naming the differing keys. Cells made before this
 file existed have none and are taken as they are (their settings are recorded from then on).
+
+With the study's ``reuse_from=<another study's out_dir>``, a cell this study lacks is copied from the same place
+there when that one is finished (``result.json``) and was made with exactly these settings: an ablation in a new
+out_dir reuses the references (labelled-only students, ceilings, unchanged arms) instead of training them again.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -32,12 +37,9 @@ ARM_KEYS = {
 IGNORED_DATA_KEYS = ("workers", "cache_dir", "skip_bad")  # how data is read, not what a cell learns from
 
 
-def cell_settings(cfg, arm: str, init: str) -> dict:
-    """The settings a cell of ``arm`` (a method, or "ceiling") under ``init`` is made with: dotted key -> value."""
+def _picked(cfg, keys) -> dict:
+    """The study's data keys (less how data is read) and ``keys``: dotted key -> value."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    keys = ["student", "batch_size", "stage_args", *ARM_KEYS[arm]]
-    if init == "pretrained":
-        keys += ["steps.pretrain", "pretrain_args"]
     picked = {"data": {k: v for k, v in data.items() if k not in IGNORED_DATA_KEYS}}
     for k in keys:
         v = OmegaConf.select(cfg, k)
@@ -45,9 +47,25 @@ def cell_settings(cfg, arm: str, init: str) -> dict:
     return flat(picked)
 
 
-def claim(cell: Path, settings: dict, record: bool = True) -> None:
+def pretrain_settings(cfg) -> dict:
+    """What a study's shared pretraining run is made with (data, encoder, its steps and keys)."""
+    return _picked(cfg, ("student.encoder", "steps.pretrain", "pretrain_args"))
+
+
+def cell_settings(cfg, arm: str, init: str) -> dict:
+    """The settings a cell of ``arm`` (a method, or "ceiling") under ``init`` is made with: dotted key -> value."""
+    keys = ["student", "batch_size", "stage_args", *ARM_KEYS[arm]]
+    if init == "pretrained":
+        keys += ["steps.pretrain", "pretrain_args"]
+    return _picked(cfg, keys)
+
+
+def claim(cell: Path, settings: dict, record: bool = True, source: Path | None = None) -> None:
     """Check ``settings`` against what ``cell`` was made with (a ConfigError naming the differing keys: a finished
-    or half-run cell of other settings is never reused silently); record them if the cell has none yet."""
+    or half-run cell of other settings is never reused silently); record them if the cell has none yet. A missing
+    cell is first copied from ``source`` (the same cell of another study) if that one qualifies (``adopt``)."""
+    if source is not None and not cell.exists():
+        adopt(cell, source, settings)
     f = cell / "settings.json"
     if f.is_file():
         old = json.loads(f.read_text())
@@ -60,3 +78,31 @@ def claim(cell: Path, settings: dict, record: bool = True) -> None:
         return
     cell.mkdir(parents=True, exist_ok=True)
     f.write_text(json.dumps(settings, indent=1, sort_keys=True))
+
+
+def adopt_pretraining(out: Path, source: Path, cfg) -> bool:
+    """Copy the pretraining run of the study in ``source`` to ``out/pretrain`` if that study (its study.yaml) made
+    it with this study's pretraining settings, so copied and new pretrained cells share one encoder."""
+    enc, made = source / "pretrain" / "encoder.safetensors", source / "study.yaml"
+    if not enc.is_file() or not made.is_file() or pretrain_settings(OmegaConf.load(made)) != pretrain_settings(cfg):
+        return False
+    shutil.copytree(source / "pretrain", out / "pretrain")
+    print(f"[study] {out / 'pretrain'}: copied from {source / 'pretrain'} (same pretraining settings)")
+    return True
+
+
+def adopt(cell: Path, source: Path, settings: dict) -> bool:
+    """Copy the finished cell ``source`` to ``cell`` if it was made with ``settings`` (True if copied). Its
+    ``result.json`` is rewritten to point at the copy's own checkpoint and evaluation."""
+    done, made = source / "result.json", source / "settings.json"
+    if not done.is_file() or not made.is_file() or json.loads(made.read_text()) != settings:
+        return False
+    shutil.copytree(source, cell)
+    row = json.loads(done.read_text())
+    for key in ("checkpoint", "eval"):  # absolute paths into the source study
+        old = Path(row.get(key) or "")
+        if old.is_relative_to(source.resolve()):
+            row[key] = str(cell.resolve() / old.relative_to(source.resolve()))
+    (cell / "result.json").write_text(json.dumps(row, indent=1))
+    print(f"[study] {cell}: copied from {source} (finished, same settings)")
+    return True

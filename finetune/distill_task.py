@@ -17,7 +17,9 @@ Semi-supervised pieces, each a ``kd.*`` switch the study can turn on:
   the student is pushed to commit where the teacher leans one way (soft targets teach a 0.4 as a 0.4);
 - feature perturbation (``kd.fp``, UniMatch's FP stream, Yang et al., CVPR 2023): the decoder runs a second time on
   the encoder's features under channel dropout, and that stream too learns the teacher's pixels, so the student's
-  prediction must survive a perturbation of its own features, not only of its input.
+  prediction must survive a perturbation of its own features, not only of its input;
+- a flip-averaged mean teacher (``kd.teacher_flip``): the pool target is the mean of the teacher's reading of the
+  view and of its mirror image.
 The labelled part of a batch gets the supervised loss at full weight (a mean over the labelled samples), so a
 distillation run with no pool loss (``kd.weight_kd=0``, the ``pooloff`` control) trains like plain fine-tuning.
 """
@@ -67,6 +69,7 @@ class KDConfig:
     hard: bool = False  # pool targets binarised at 0.5 (BCP's and FixMatch's hard pseudo-labels; masks use the soft p)
     fp: float = 0.0  # UniMatch feature perturbation: share of the pool loss given to the dropped-feature stream (0: off)
     fp_dropout: float = 0.5  # channel dropout (Dropout2d) on every encoder feature map in that stream (UniMatch's 0.5)
+    teacher_flip: bool = False  # the EMA teacher labels a pool view as the mean of it and its mirror image (flip TTA)
 
 
 def check_kd(kd: KDConfig) -> None:
@@ -82,6 +85,9 @@ def check_kd(kd: KDConfig) -> None:
     if not 0.0 <= kd.fp <= 1.0 or not 0.0 < kd.fp_dropout < 1.0:
         raise ConfigError(f"kd.fp={kd.fp}, kd.fp_dropout={kd.fp_dropout}: fp is a share of the pool loss in [0, 1], "
                           "fp_dropout a dropout probability in (0, 1)")
+    if kd.teacher_flip and kd.ema == 0:
+        raise ConfigError("kd.teacher_flip: flip-averages the EMA teacher's pool targets; set kd.ema > 0 "
+                          "(stored expert targets are made once, by cosup/label.py)")
 
 
 class DistillFrames(Dataset):
@@ -260,6 +266,17 @@ class DistillTask:
                 e.copy_(s)
         self._ema_step = step
 
+    @torch.no_grad()
+    def teacher_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """The EMA teacher's probabilities ``[N, K, H, W]`` for pool views ``x`` ``[N, C, H, W]``. With
+        ``kd.teacher_flip``, the mean over the view and its horizontal mirror (mapped back): a left hand is a
+        right hand mirrored, and training flips half the samples, so both readings are in-distribution; the
+        averaged target is flip-equivariant and less noisy, for one more teacher forward (no backward)."""
+        p = torch.sigmoid(self.ema(x).float())
+        if self.kd.teacher_flip:
+            p = 0.5 * (p + torch.sigmoid(self.ema(x.flip(-1)).float()).flip(-1))
+        return p
+
     # ------------------------------------------------------------------ batch -> inputs, targets
     def inputs(self, batch, keys, step):
         x = batch["image"].float().div_(255)
@@ -271,7 +288,7 @@ class DistillTask:
         pool = ~lab
         if self.ema is not None and pool.any():  # the mean teacher labels the pool on the weak view
             self._update_ema(step)
-            y[pool] = torch.sigmoid(self.ema(x[pool]).float())
+            y[pool] = self.teacher_probs(x[pool])
         keep = batch["keep"].to(x.device)
         ignore = torch.zeros_like(y, dtype=torch.bool)
         if pool.any():

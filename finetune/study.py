@@ -53,7 +53,7 @@ from bonekit.cli import run
 from bonekit.config import DataConfig
 from bonekit.errors import ConfigError
 from bonekit.models import ModelConfig
-from finetune.cell_settings import cell_settings, claim
+from finetune.cell_settings import adopt_pretraining, cell_settings, claim
 
 
 @dataclass
@@ -100,6 +100,7 @@ class StudyConfig:
     report_only: bool = False  # run nothing: results, summary and report from the finished cells under out_dir
     jobs: int = 1  # processes running the grid's chains side by side (study_jobs.py), each on its share of the cores
     write_report: bool = True  # results.csv, summary.md, report.html at the end (jobs' chains leave it to the parent)
+    reuse_from: str = ""  # another study's out_dir: its finished cells of identical settings are copied, not re-run
 
 
 def dotlist(prefix: str, node) -> list[str]:
@@ -131,6 +132,11 @@ class Study:
         self.out = Path(cfg.out_dir or Path("runs") / "study" / cfg.name)
         self.data_args = dotlist("data", cfg.data)
 
+    def claim(self, cell: Path, arm: str, init: str, record: bool = True) -> None:
+        """``cell_settings.claim`` for a cell of ``arm``, copying it from ``reuse_from`` where that has it done."""
+        src = Path(self.cfg.reuse_from) / cell.relative_to(self.out) if self.cfg.reuse_from else None
+        claim(cell, cell_settings(self.cfg, arm, init), record, src)
+
     # ---------------------------------------------------------------- stages, called in-process
     def _seg_common(self, seed: int) -> list[str]:
         c = self.cfg
@@ -149,6 +155,8 @@ class Study:
         if init != "pretrained":
             raise ValueError(f"grid.inits: scratch | pretrained, got {init!r}")
         enc = self.out / "pretrain" / "encoder.safetensors"
+        if not enc.is_file() and self.cfg.reuse_from:
+            adopt_pretraining(self.out, Path(self.cfg.reuse_from), self.cfg)
         if not enc.is_file():
             from selfsup.pretrain import main as pretrain
 
@@ -213,7 +221,7 @@ class Study:
         """One semi-supervised arm (see the module doc); its generalist is the ``finetune`` cell's student."""
         c = self.cfg
         base = self.out / init / "finetune" / f"f{frac:g}" / f"s{seed}"
-        claim(base, cell_settings(c, "finetune", init))
+        self.claim(base, "finetune", init)
         generalist = self.finetune(base, frac, init, seed)
         warm = generalist if c.warm_start else None
         if method == "pooloff":
@@ -226,7 +234,7 @@ class Study:
         if method in PREVIOUS_ROUND:
             before = PREVIOUS_ROUND[method]
             prev_cell = self.out / init / before / f"f{frac:g}" / f"s{seed}"
-            claim(prev_cell, cell_settings(c, before, init))
+            self.claim(prev_cell, before, init)
             prev = self.method(before, prev_cell, frac, init, seed, ceiling)
             extra = ["kd.weight_kd=0"] if method == "pooloff2" else list(c.bcp_args)
             return self.distilled(cell, frac, init, seed, None, extra, ceiling, prev)
@@ -236,7 +244,7 @@ class Study:
         # cosup: round 0 is the self-trained student; round 1's specialists start from the generalist and are
         # routed and denoised by that student.
         round0_cell = self.out / init / "selftrain" / f"f{frac:g}" / f"s{seed}"
-        claim(round0_cell, cell_settings(c, "selftrain", init))
+        self.claim(round0_cell, "selftrain", init)
         round0 = self.method("selftrain", round0_cell, frac, init, seed, ceiling)
         gate = (f"gate.folds={c.gate_folds}", f"gate.generalist_steps={c.steps.finetune}") if method == "cosupgate" else ()
         ex = self.experts(cell / "experts", frac, init, seed, c.groups, str(generalist), c.steps.experts, gate)
@@ -257,7 +265,7 @@ class Study:
         self.out.mkdir(parents=True, exist_ok=True)
         if not c.report_only:
             for init, name, frac, seed in self.grid_cells():  # before anything is recorded or run
-                claim(self.cell_dir(init, name, frac, seed), cell_settings(c, name, init), record=False)
+                self.claim(self.cell_dir(init, name, frac, seed), name, init, record=False)
             if c.write_report:  # a chain of jobs>1 (write_report=false) leaves the study's own record alone
                 config.save(c, self.out / "study.yaml")
             if c.jobs > 1:
@@ -329,7 +337,7 @@ class Study:
         name = "ceiling" if ceiling_row else method
         cell = self.cell_dir(init, name, frac, seed)
         done = cell / "result.json"
-        claim(cell, cell_settings(self.cfg, name, init))
+        self.claim(cell, name, init)
         if done.is_file():
             print(f"[study] {init}/{name}/f{frac:g}/s{seed}: done, skipped")
             return json.loads(done.read_text())

@@ -308,3 +308,25 @@ def test_a_resumed_bcp_run_keeps_its_ema_teacher(tmp_path):
     a = load_file(str(tmp_path / "full" / "round0" / "last.safetensors"))
     b = load_file(str(tmp_path / "split" / "round0" / "last.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_flip_averaged_teacher_targets_are_mirror_equivariant():
+    """kd.teacher_flip: the EMA teacher's pool target is the mean of its reading of the view and of the mirrored view
+    (mapped back), so the target of a mirrored image is the mirror of the target — which a single reading of a
+    (non-symmetric) network is not. Without an EMA teacher the key has nothing to act on: a ConfigError."""
+    from bonekit.models import make_segmenter
+
+    torch.manual_seed(0)
+    model = make_segmenter("unet", "resnet18", 1, 2, [16, 16, 8, 8, 8]).eval()
+    x = torch.rand(2, 1, 64, 64)
+    plain, flip = _task(ema=0.99), _task(ema=0.99, teacher_flip=True)
+    plain.attach(model)
+    flip.attach(model)
+    single = plain.teacher_probs(x)
+    assert torch.allclose(single, torch.sigmoid(model(x)))
+    assert not torch.allclose(plain.teacher_probs(x.flip(-1)), single.flip(-1), atol=1e-4)
+    both = flip.teacher_probs(x)
+    assert torch.allclose(both, 0.5 * (single + torch.sigmoid(model(x.flip(-1))).flip(-1)), atol=1e-6)
+    assert torch.allclose(flip.teacher_probs(x.flip(-1)), both.flip(-1), atol=1e-5)
+    with pytest.raises(ConfigError, match="kd.teacher_flip"):
+        _task(teacher_flip=True)

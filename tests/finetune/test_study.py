@@ -99,6 +99,26 @@ def test_changed_settings_never_reuse_a_cell(study, monkeypatch):
     assert json.loads((out / "pretrained" / "finetune" / "f0.1" / "s0" / "settings.json").read_text()) == recorded
 
 
+def test_reuse_from_copies_finished_cells_of_the_same_settings_only(study, tmp_path, monkeypatch, capsys):
+    """reuse_from: an ablation in a new out_dir copies the other study's finished cells made with its settings
+    (and its pretraining run) instead of training them again; a cell whose settings differ (the ceiling, with
+    another steps.ceiling) is trained anew; the copies' result.json point into the new study."""
+    from finetune.study import main
+
+    out, cache, _ = study
+    monkeypatch.setenv("BONEKIT_CACHE", str(cache))
+    new = tmp_path / "ablation"
+    main([f"study={ROOT / 'configs' / 'demo.yaml'}", f"out_dir={new}", *TINY_STUDY, f"reuse_from={out}",
+          "grid.methods=[finetune]", "steps.ceiling=3", "browser_check=false"])
+    log = capsys.readouterr().out
+    assert "pretrain: copied from" in log and "pretrained/finetune/f0.1/s0: copied from" in log
+    assert "pretrained/ceiling/f1/s0: running" in log and "ceiling/f1/s0: copied" not in log
+    row = json.loads((new / "pretrained" / "finetune" / "f0.1" / "s0" / "result.json").read_text())
+    old = json.loads((out / "pretrained" / "finetune" / "f0.1" / "s0" / "result.json").read_text())
+    assert row["mean_dice"] == old["mean_dice"] and row["checkpoint"].startswith(str(new.resolve()))
+    assert json.loads((new / "pretrained" / "ceiling" / "f1" / "s0" / "settings.json").read_text())["steps.ceiling"] == 3
+
+
 def test_every_arm_names_the_settings_its_cells_depend_on():
     from finetune.cell_settings import ARM_KEYS
     from finetune.study import METHODS
