@@ -2,6 +2,11 @@
 hand): per-seed Dice and the gap recovered per method, paired differences between methods, small bones.
 
     python bench/study_tables.py runs/study/lowlabel [--vs selftrain meanteacher]
+    python bench/study_tables.py runs/study/lowlabel_fp32 --baseline pooloff --ceiling-dice 0.8032 0.8029 0.8051
+
+``--baseline`` names the arm the gap is recovered from (default the labelled-only student ``finetune``; e.g.
+``pooloff`` with ``warm_start=true``, the same schedule without the pool); ``--ceiling-dice`` gives one ceiling
+Dice per seed (in the order of the seeds) for a study that ran none, e.g. the ceilings of another study.
 """
 
 from __future__ import annotations
@@ -44,25 +49,37 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
     ap.add_argument("--vs", nargs="*", default=["selftrain", "meanteacher", "pooloff"])
+    ap.add_argument("--baseline", default="finetune", help="the arm the gap is recovered from")
+    ap.add_argument("--ceiling-dice", type=float, nargs="*", default=[],
+                    help="one ceiling Dice per seed, for a study without ceiling cells")
     a = ap.parse_args()
     rows = load(a.out)
+    if not rows:
+        raise SystemExit(f"{a.out}: no finished cell (result.json)")
     cell = by_cell(rows)
     seeds = sorted({r["seed"] for r in rows})
+    if a.ceiling_dice:
+        if len(a.ceiling_dice) != len(seeds):
+            raise SystemExit(f"--ceiling-dice: {len(a.ceiling_dice)} values for {len(seeds)} seeds {seeds}")
+        for init in {r["init"] for r in rows}:
+            for s, v in zip(seeds, a.ceiling_dice):
+                cell.setdefault((init, "ceiling", 1.0, s), {"mean_dice": v})
     groups = defaultdict(dict)
     for r in rows:
         groups[(r["init"], r["fraction"], r["method"])][r["seed"]] = r
     print(f"| labels | method | Dice per seed ({', '.join(f's{s}' for s in seeds)}) | mean ± sd | "
-          "− labelled-only per seed | gap recovered per seed | gap mean ± sd | cell wall per seed (min) |")
+          f"− {a.baseline} per seed | gap recovered from {a.baseline} per seed | gap mean ± sd | "
+          "cell wall per seed (min) |")
     print("|---|---|---|---|---|---|---|---|")
     order = ["ceiling", "finetune", *METHODS]
     for (init, frac, method), by_seed in sorted(groups.items(), key=lambda t: (
             -t[0][1], t[0][0] != "scratch", order.index(t[0][2]) if t[0][2] in order else 99)):
         d = [by_seed[s]["mean_dice"] if s in by_seed else None for s in seeds]
-        base = [cell.get((init, "finetune", frac, s)) for s in seeds]
+        base = [cell.get((init, a.baseline, frac, s)) for s in seeds]
         ceil = [cell.get((init, "ceiling", 1.0, s)) for s in seeds]
         diff, gap = [], []
         for x, b, c in zip(d, base, ceil):
-            ok = method not in ("finetune", "ceiling") and x is not None and b is not None
+            ok = method not in ("finetune", "ceiling", a.baseline) and x is not None and b is not None
             diff.append(x - b["mean_dice"] if ok else None)
             gap.append((x - b["mean_dice"]) / (c["mean_dice"] - b["mean_dice"]) if ok and c else None)
         wall = [by_seed[s]["wall_s"] / 60 if s in by_seed else None for s in seeds]

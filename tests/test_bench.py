@@ -88,6 +88,19 @@ def test_study_tables_name_the_init_of_each_row(tmp_path):
     assert f"| {SMALL_BONES[0]} | 0.80 ± 0.00 | 0.40 ± 0.00 | 0.50 ± 0.00 |" in out
     # the pretrained student against the scratch one and the scratch ceiling: gap (0.5 - 0.4) / (0.8 - 0.4)
     assert "| pretrained | 5% | finetune | 0.5000, 0.5000 |" in out and "| 0.25, 0.25 | 0.25 ± 0.00 |" in out
+    # the gap from another arm (a like-for-like control) to ceilings given per seed, for a study that ran none
+    for s in range(2):
+        cell("scratch", "pooloff", 0.05, s, 0.5)
+        cell("scratch", "bcp", 0.05, s, 0.6 + 0.1 * s)
+        (tmp_path / "scratch" / "ceiling" / "f1" / f"s{s}" / "result.json").unlink()
+    run = [sys.executable, str(ROOT / "bench" / "study_tables.py"), str(tmp_path), "--baseline", "pooloff"]
+    out = subprocess.run([*run, "--ceiling-dice", "0.9", "0.7"], env={"PYTHONPATH": str(ROOT), "PATH": ""},
+                         capture_output=True, text=True, check=True).stdout
+    # (0.6 - 0.5) / (0.9 - 0.5), (0.7 - 0.5) / (0.7 - 0.5)
+    assert "| 5% | bcp | 0.6000, 0.7000 | 0.6500 ± 0.0707 | +0.100, +0.200 | 0.25, 1.00 |" in out
+    bad = subprocess.run([*run, "--ceiling-dice", "0.9"], env={"PYTHONPATH": str(ROOT), "PATH": ""},
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "1 values for 2 seeds" in bad.stderr
 
 
 def test_pool_targets_tells_identity_errors_from_shape_errors(tmp_path):
