@@ -236,3 +236,28 @@ def test_arm_curves_draws_one_panel_per_seed_with_the_arms_together(tmp_path):
     assert width == round((3.2 * 2 + 1) * 110), width  # two panels (seeds), not three (methods)
     p = subprocess.run(run + ["--methods", "meanteacher"], env=env, capture_output=True, text=True)
     assert p.returncode != 0 and "no finished cell of ['meanteacher']" in p.stderr
+
+
+def test_bn_adapt_re_estimates_only_the_batch_norm_statistics():
+    """bench/bn_adapt.py: the running mean becomes the mean of the layer's input over the given images (two equal
+    batches: the plain average of their means), the weights stay, the model is left in eval mode."""
+    import sys
+
+    import numpy as np
+    import torch
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bn_adapt import recompute_bn
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 3, 3, padding=1)
+    model = torch.nn.Sequential(conv, torch.nn.BatchNorm2d(3))
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    images = np.random.default_rng(0).integers(0, 255, (8, 1, 16, 16), dtype=np.uint8)
+    assert recompute_bn(model, images, batch=4) == 1
+    with torch.no_grad():
+        feats = conv(torch.from_numpy(images).float() / 255)
+    assert torch.allclose(model[1].running_mean, feats.mean((0, 2, 3)), atol=1e-5)
+    assert not model.training and model[1].momentum == 0.1
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())
