@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from pool_targets import checkpoint_split  # bench/ is the script's folder
 
-from bonekit.models import load_model, read_model_meta, save_model
+from bonekit.models import load_model, save_model
 
 
 @torch.no_grad()
