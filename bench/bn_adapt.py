@@ -14,6 +14,7 @@ augmentation (AdaBN, Li et al. 2016), the model is saved beside and both are sco
 from __future__ import annotations
 
 import argparse
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,8 @@ def mean_dice(checkpoint: Path, out: Path) -> float:
 
     if not (out / "per_bone.csv").is_file():
         evaluate([f"checkpoint={checkpoint}", f"out_dir={out}", "split=val", "worst_k=0"])
-    rows = (out / "per_bone.csv").read_text().splitlines()[1:]
-    return float(np.mean([float(r.split(",")[1]) for r in rows if r]))
+    with open(out / "per_bone.csv") as f:  # evaluate.py's table: class, dice
+        return float(np.mean([float(r["dice"]) for r in csv.DictReader(f)]))
 
 
 def main() -> None:

@@ -99,10 +99,11 @@ def adopt(cell: Path, source: Path, settings: dict) -> bool:
         return False
     shutil.copytree(source, cell)
     row = json.loads(done.read_text())
+    src, dst = source.resolve(), cell.resolve()
     for key in ("checkpoint", "eval"):  # absolute paths into the source study
         old = Path(row.get(key) or "")
-        if old.is_relative_to(source.resolve()):
-            row[key] = str(cell.resolve() / old.relative_to(source.resolve()))
+        if old.is_relative_to(src):
+            row[key] = str(dst / old.relative_to(src))
     (cell / "result.json").write_text(json.dumps(row, indent=1))
     print(f"[study] {cell}: copied from {source} (finished, same settings)")
     return True
