@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -94,11 +95,19 @@ def micro_batch_size(n_items: int, cfg: EngineConfig, accelerator) -> int:
     return micro
 
 
+BLOCK_BATCHES = 512  # batches per DataLoader: its worker processes start once per block, not once per epoch
+
+
 class EpochLoader:
     """Micro-batches forever, epoch after epoch, each epoch in the order :func:`epoch_order` gives.
 
-    ``start`` is the micro-step to begin at (optimizer step x accumulation on resume): the loader of that epoch
-    skips its first batches, so the stream continues exactly where an unbroken run would be.
+    One DataLoader serves a *block* of consecutive epochs (at least :data:`BLOCK_BATCHES` batches): a 5-image label
+    subset is one batch per epoch, and a DataLoader per epoch restarted its worker processes every step (measured on
+    an H200: 86% of the 5% student's time waiting for data, 4 steps/s against 13 for the ceiling). Each epoch keeps
+    only its first ``steps_per_epoch * micro`` items (drop_last per epoch), so batches never straddle two epochs and
+    the stream is the one a DataLoader per epoch gives.
+    ``start`` is the micro-step to begin at (optimizer step x accumulation on resume): the block's loader skips its
+    first batches, so the stream continues exactly where an unbroken run would be.
     """
 
     def __init__(self, accelerator, dataset: Dataset, micro: int, seed: int, workers: int, start: int = 0):
@@ -107,25 +116,31 @@ class EpochLoader:
         self.steps_per_epoch = len(dataset) // micro
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(dataset)} items cannot fill one batch of {micro}")
+        self.epochs_per_block = -(-BLOCK_BATCHES // self.steps_per_epoch)
         self.m_step = start
         self.epoch = start // self.steps_per_epoch
         self._it: Iterator | None = None
+        self._block_end = 0  # the micro-step at which the open block's loader is spent
 
     def _open(self) -> None:
-        self.epoch, pos = divmod(self.m_step, self.steps_per_epoch)
-        order = epoch_order(len(self.dataset), self.seed, self.epoch)
+        first, pos = divmod(self.m_step, self.steps_per_epoch)
+        used = self.steps_per_epoch * self.micro
+        order = np.concatenate([epoch_order(len(self.dataset), self.seed, e)[:used]
+                                for e in range(first, first + self.epochs_per_block)])
         dl = DataLoader(Subset(self.dataset, order.tolist()), batch_size=self.micro, drop_last=True,
                         num_workers=self.workers, pin_memory=self.accelerator.device.type == "cuda")
         dl = self.accelerator.prepare_data_loader(dl)
         if pos:
             dl = self.accelerator.skip_first_batches(dl, pos)
         self._it = iter(dl)
+        self._block_end = (first + self.epochs_per_block) * self.steps_per_epoch
 
     def next(self) -> tuple[int, dict]:
         """-> (epoch, batch)."""
-        if self._it is None or self.m_step % self.steps_per_epoch == 0:
+        if self._it is None or self.m_step >= self._block_end:
             self._open()
         batch = next(self._it)
+        self.epoch = self.m_step // self.steps_per_epoch
         self.m_step += 1
         return self.epoch, batch
 

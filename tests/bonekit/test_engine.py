@@ -1,0 +1,69 @@
+"""EpochLoader: the stream of micro-batches, one DataLoader per block of epochs, and resume mid-block."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+from torch.utils.data import Dataset
+
+import bonekit.engine as engine
+from bonekit.datasets import epoch_order
+
+
+class Items(Dataset):
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        return {"index": torch.tensor(i)}
+
+
+def reference(n: int, micro: int, seed: int, count: int) -> list[tuple[int, list[int]]]:
+    """The stream a DataLoader per epoch gives: each epoch's permutation, cut into full batches (drop_last)."""
+    out, epoch = [], 0
+    while len(out) < count:
+        order = epoch_order(n, seed, epoch)
+        for b in range(n // micro):
+            out.append((epoch, order[b * micro:(b + 1) * micro].tolist()))
+        epoch += 1
+    return out[:count]
+
+
+def stream(loader: engine.EpochLoader, count: int) -> list[tuple[int, list[int]]]:
+    out = []
+    for _ in range(count):
+        epoch, batch = loader.next()
+        out.append((epoch, batch["index"].tolist()))
+    return out
+
+
+@pytest.mark.parametrize("n,micro", [(5, 5), (7, 2), (30, 4)])
+def test_the_stream_is_the_per_epoch_one_across_blocks(monkeypatch, n, micro):
+    monkeypatch.setattr(engine, "BLOCK_BATCHES", 6)  # several blocks in a short stream
+    acc = Accelerator(cpu=True)
+    got = stream(engine.EpochLoader(acc, Items(n), micro, seed=3, workers=0), 40)
+    assert got == reference(n, micro, 3, 40)
+
+
+def test_one_dataloader_per_block_not_per_epoch(monkeypatch):
+    """A 5-image subset is one batch per epoch: 100 steps must not build 100 loaders (worker restarts)."""
+    made = []
+    real = engine.DataLoader
+    monkeypatch.setattr(engine, "DataLoader", lambda *a, **k: made.append(1) or real(*a, **k))
+    loader = engine.EpochLoader(Accelerator(cpu=True), Items(5), 5, seed=0, workers=0)
+    stream(loader, 100)
+    assert len(made) == 1
+
+
+@pytest.mark.parametrize("start", [0, 1, 5, 6, 13])
+def test_resume_at_any_micro_step_continues_the_stream(monkeypatch, start):
+    monkeypatch.setattr(engine, "BLOCK_BATCHES", 6)
+    acc = Accelerator(cpu=True)
+    full = stream(engine.EpochLoader(acc, Items(7), 2, seed=1, workers=0), 24)
+    resumed = stream(engine.EpochLoader(acc, Items(7), 2, seed=1, workers=0, start=start), 24 - start)
+    assert resumed == full[start:]
+    assert np.all([len(b) == 2 for _, b in resumed])
