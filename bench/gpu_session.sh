@@ -74,6 +74,10 @@ for d in $L $G; do
     && cat $d/summary.md || echo "no report for $d"
 done
 for f in $B/*.log; do echo "---- $f"; tr '\r' '\n' < $f | grep -v "^$" | grep -v "it/s\]\|s/it\]" | tail -n 6; done
-tar czf "$OUT/studies.tar.gz" --exclude="*.safetensors" --exclude="*.pt" --exclude=worst --exclude=targets --exclude="*.f16" $L $G $B/*.log 2>/dev/null
+# Text records only (tables, per-bone csv, curves, settings, logs) and the figures: checkpoints and the accelerate
+# states of unfinished cells (optimizer.bin) made a first archive of 741 MB, over what comes back from the card.
+find $L $G $B/*.log \( -name "*.csv" -o -name "*.json" -o -name "*.md" -o -name "*.yaml" -o -name "*.log" \
+  -o -name "*.txt" -o -path "*/figures/*.png" \) -size -4M 2>/dev/null | tar czf "$OUT/studies.tar.gz" -T -
+ls -l "$OUT/studies.tar.gz"
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null
 echo "== done at $((SECONDS - T0)) s"
