@@ -51,7 +51,7 @@ else
 fi
 L=$B/lowlabel; G=$B/lowlabel512
 COMMON="study=configs/lowlabel.yaml browser_check=false"
-export OMP_NUM_THREADS=2  # eight chains, two cores each (study jobs: BONEKIT_THREADS and affinity per chain)
+export OMP_NUM_THREADS=2  # two threads per process (study jobs: BONEKIT_THREADS and affinity per chain)
 study() {  # study <log name> <cores> <args...>: stopped at the deadline (SIGTERM: its chains stop too)
   local name=$1 cores=$2; shift 2
   local pin=""; if [ "$(nproc)" -ge 16 ] && command -v taskset >/dev/null; then pin="taskset -c $cores"; fi
@@ -59,16 +59,28 @@ study() {  # study <log name> <cores> <args...>: stopped at the deadline (SIGTER
   echo "== $name ended: rc $? at $((SECONDS - T0)) s"
 }
 echo "== benchmark ($(left) s left)"
-# 128 px: per seed a methods chain and a references chain (ceiling, 10%); 512 px: the same for seed 0.
 # warm_start=true: every distilled arm starts from the labelled-only student, as bcp does, so the warm pooloff
 # control (the strongest simple baseline, docs/results.md) has the same steps as every method.
-study lowlabel 0-11 out_dir=$L $S ${SA:+"$SA"} jobs=6 warm_start=true \
-  "grid.methods=[finetune,pooloff,bcp,meanteacher,selftrain,bcpfp]" \
-  "grid.finetune_fractions=[0.1]" & p1=$!
+# Phase A, side by side: the 5% labelled-only students (one process per seed), the references (ceiling and 10%,
+# one per seed) and the 512 px study (seed 0: a methods chain and a references chain).
+F="grid.ceiling=false grid.finetune_fractions=[]"
+study lowlabel_ft 0-5 out_dir=$L $S ${SA:+"$SA"} jobs=3 "grid.methods=[finetune]" $F & pf=$!
+study lowlabel_ref 6-11 out_dir=$L $S ${SA:+"$SA"} jobs=3 "grid.methods=[]" "grid.finetune_fractions=[0.1]" & pr=$!
 study lowlabel512 12-15 out_dir=$G $S512 "$SA512" jobs=2 warm_start=true "grid.seeds=[0]" \
-  "grid.methods=[finetune,pooloff,bcp]" \
-  "grid.finetune_fractions=[]" & p2=$!
-wait $p1 $p2  # by pid: a bare `wait` would also wait for the log's tee
+  "grid.methods=[finetune,pooloff,bcp]" "grid.finetune_fractions=[]" & p2=$!
+wait $pf
+# Phase B: once the labelled-only students exist, the arms of each seed in two groups, six processes side by side
+# (each finds its seed's finished labelled-only cell and starts from it; the report is written once, at the end).
+pb=()
+for s in 0 1 2; do
+  # never two processes training the same labelled-only cell: without it (phase A cut short), skip the seed
+  [ -f $L/scratch/finetune/f0.05/s$s/result.json ] || { echo "== seed $s: no labelled-only student"; continue; }
+  for g in "pooloff,bcp,bcpfp" "meanteacher,selftrain"; do
+    study lowlabel_s${s}_${g%%,*} 0-11 out_dir=$L $S ${SA:+"$SA"} warm_start=true write_report=false \
+      "grid.methods=[finetune,$g]" "grid.seeds=[$s]" $F & pb+=($!)
+  done
+done
+wait $pr $p2 "${pb[@]}"  # by pid: a bare `wait` would also wait for the log's tee
 for d in $L $G; do
   $PY finetune/study.py out_dir=$d report_only=true browser_check=false > $d/report.log 2>&1 \
     && cat $d/summary.md || echo "no report for $d"
