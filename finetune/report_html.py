@@ -242,23 +242,30 @@ def write_markdown(out: Path, rows: list[dict]) -> Path:
     groups = defaultdict(list)
     for r in rows:
         groups[(r["fraction"], r["init"], r["method"])].append(r)
-    base = {(r["init"], r["fraction"], r["seed"]): r["mean_dice"] for r in rows if r["method"] == "finetune"}
+    def paired(rs, reference: str, init, f) -> str:
+        """'mean ± sd | wins' of each seed's Dice minus the ``reference`` arm's of the same seed; blank for itself."""
+        ref = {r["seed"]: r["mean_dice"] for r in rows
+               if (r["method"], r["init"], r["fraction"]) == (reference, init, f)}
+        d = [] if rs[0]["method"] in ("ceiling", "finetune", reference) else [
+            r["mean_dice"] - ref[r["seed"]] for r in rs if r["seed"] in ref]
+        return f"{_pm(d, '+.4f')} | " + (f"{sum(x > 0 for x in d)}/{len(d)}" if d else "")
+
     lines = ["| labels | init | method | seeds | mean Dice | teacher Dice | PGR | gap recovered | "
-             "− labelled-only (paired) | wins |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "− labelled-only (paired) | wins | − control (paired) | wins |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (f, init, method), rs in sorted(groups.items(), key=lambda t: (-t[0][0] if t[0][2] == "ceiling" else t[0][0], t[0][1], t[0][2])):
         t = [float(np.mean(list(r["teacher"].values()))) for r in rs if r.get("teacher")]
-        diff = [] if method in ("ceiling", "finetune") else [
-            r["mean_dice"] - base[(init, f, r["seed"])] for r in rs if (init, f, r["seed"]) in base]
         lines.append(f"| {100 * f:g}% | {init} | {method} | {len(rs)} | {_pm([r['mean_dice'] for r in rs])} | "
                      f"{_pm(t)} | {_pm([r.get('pgr_mean') for r in rs], '.3f')} | "
-                     f"{_pm([r.get('gap') for r in rs], '.3f')} | {_pm(diff, '+.4f')} | "
-                     + (f"{sum(d > 0 for d in diff)}/{len(diff)} |" if diff else " |"))
+                     f"{_pm([r.get('gap') for r in rs], '.3f')} | {paired(rs, 'finetune', init, f)} | "
+                     f"{paired(rs, 'pooloff', init, f)} |")
     lines += ["", "mean ± sd over seeds (sample sd). Gap recovered = (method - labelled-only) / (ceiling - "
               "labelled-only), per seed, then averaged. PGR = (student - teacher) / (ceiling - teacher) of the mean "
               "Dice; empty where undefined (no teacher, or the ceiling does not beat the teacher). − labelled-only: "
               "the per-seed difference to the labelled-only student of the same seed (same label subset), mean ± sd; "
-              "wins: seeds where the method is ahead."]
+              "wins: seeds where the method is ahead. − control: the same against `pooloff`, the distillation loop "
+              "with no loss on the pool — like-for-like when every distilled arm starts from the labelled-only "
+              "student (`warm_start=true`, as `bcp` always does), what the pool itself adds."]
     effect = pretraining_effect(rows)
     if effect:
         lines += ["", "| labels | method | seeds | pretrained − scratch (paired) | wins |", "|---|---|---|---|---|"]

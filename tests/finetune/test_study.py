@@ -58,6 +58,27 @@ def test_pretraining_effect_is_paired_per_seed(tmp_path):
     assert "bf16, no, not recorded (differs between cells" in write_markdown(tmp_path, rows).read_text()
 
 
+def test_summary_reads_every_arm_against_the_control_per_seed(tmp_path):
+    """summary.md gives each arm's paired difference to the labelled-only student *and* to `pooloff` (the
+    like-for-like control); the control and the references get neither against themselves."""
+    from finetune.report_html import write_markdown
+
+    def row(method, seed, dice):
+        return {"init": "scratch", "method": method, "fraction": 0.05, "seed": seed, "mean_dice": dice,
+                "per_bone": {"a": dice}, "wall_s": 1}
+
+    rows = [row("finetune", 0, 0.40), row("finetune", 1, 0.30),
+            row("pooloff", 0, 0.50), row("pooloff", 1, 0.40),
+            row("bcp", 0, 0.60), row("bcp", 1, 0.38)]
+    md = write_markdown(tmp_path, rows).read_text()
+    bcp = next(line for line in md.splitlines() if "| bcp |" in line)
+    # vs labelled-only: +0.20, +0.08 (2/2); vs the control: +0.10, -0.02 (1/2)
+    assert "| +0.1400 ± 0.0849 | 2/2 | +0.0400 ± 0.0849 | 1/2 |" in bcp
+    pooloff = next(line for line in md.splitlines() if "| pooloff |" in line)
+    assert pooloff.endswith("| +0.1000 ± 0.0000 | 2/2 |  |  |")
+    assert "− control (paired)" in md
+
+
 def test_stages_in_one_process_may_differ_in_precision(monkeypatch):
     """The study runs pretraining (fp32) and then bf16 students in one process: accelerate used to refuse the
     second precision ("AcceleratorState has already been initialized"), so grid.inits=[pretrained] with the
