@@ -127,8 +127,12 @@ class EpochLoader:
         used = self.steps_per_epoch * self.micro
         order = np.concatenate([epoch_order(len(self.dataset), self.seed, e)[:used]
                                 for e in range(first, first + self.epochs_per_block)])
+        # Its own generator: starting a DataLoader's iterator draws a base seed, from torch's global generator if
+        # none is given, and that draw would move the stream of dropout and copy-paste boxes whenever a loader
+        # opens, which a resumed run does at another step than the unbroken one.
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, 8_888, first]).generate_state(1)[0]))
         dl = DataLoader(Subset(self.dataset, order.tolist()), batch_size=self.micro, drop_last=True,
-                        num_workers=self.workers, pin_memory=self.accelerator.device.type == "cuda")
+                        num_workers=self.workers, pin_memory=self.accelerator.device.type == "cuda", generator=gen)
         dl = self.accelerator.prepare_data_loader(dl)
         if pos:
             dl = self.accelerator.skip_first_batches(dl, pos)

@@ -67,3 +67,12 @@ def test_resume_at_any_micro_step_continues_the_stream(monkeypatch, start):
     resumed = stream(engine.EpochLoader(acc, Items(7), 2, seed=1, workers=0, start=start), 24 - start)
     assert resumed == full[start:]
     assert np.all([len(b) == 2 for _, b in resumed])
+
+
+def test_opening_a_loader_leaves_the_global_random_stream_alone():
+    """Dropout and copy-paste boxes draw from torch's global generator: a loader opened at resume (another step
+    than in the unbroken run) must not draw from it, or the resumed run diverges."""
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    stream(engine.EpochLoader(Accelerator(cpu=True), Items(7), 2, seed=1, workers=0, start=5), 3)
+    assert torch.equal(torch.get_rng_state(), before)
