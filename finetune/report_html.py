@@ -250,8 +250,8 @@ def write_markdown(out: Path, rows: list[dict]) -> Path:
             r["mean_dice"] - ref[r["seed"]] for r in rs if r["seed"] in ref]
         return f"{_pm(d, '+.4f')} | " + (f"{sum(x > 0 for x in d)}/{len(d)}" if d else "")
 
-    lines = ["| labels | init | method | seeds | mean Dice | teacher Dice | PGR | gap recovered | "
-             "− labelled-only (paired) | wins | − control (paired) | wins |",
+    lines = [("| labels | init | method | seeds | mean Dice | teacher Dice | PGR | gap recovered | "
+              "− labelled-only (paired) | wins | − control (paired) | wins |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (f, init, method), rs in sorted(groups.items(), key=lambda t: (-t[0][0] if t[0][2] == "ceiling" else t[0][0], t[0][1], t[0][2])):
         t = [float(np.mean(list(r["teacher"].values()))) for r in rs if r.get("teacher")]
@@ -259,13 +259,13 @@ def write_markdown(out: Path, rows: list[dict]) -> Path:
                      f"{_pm(t)} | {_pm([r.get('pgr_mean') for r in rs], '.3f')} | "
                      f"{_pm([r.get('gap') for r in rs], '.3f')} | {paired(rs, 'finetune', init, f)} | "
                      f"{paired(rs, 'pooloff', init, f)} |")
-    lines += ["", "mean ± sd over seeds (sample sd). Gap recovered = (method - labelled-only) / (ceiling - "
+    lines += ["", ("mean ± sd over seeds (sample sd). Gap recovered = (method - labelled-only) / (ceiling - "
               "labelled-only), per seed, then averaged. PGR = (student - teacher) / (ceiling - teacher) of the mean "
               "Dice; empty where undefined (no teacher, or the ceiling does not beat the teacher). − labelled-only: "
               "the per-seed difference to the labelled-only student of the same seed (same label subset), mean ± sd; "
               "wins: seeds where the method is ahead. − control: the same against `pooloff`, the distillation loop "
               "with no loss on the pool — like-for-like when every distilled arm starts from the labelled-only "
-              "student (`warm_start=true`, as `bcp` always does), what the pool itself adds."]
+              "student (`warm_start=true`, as `bcp` always does), what the pool itself adds.")]
     effect = pretraining_effect(rows)
     if effect:
         lines += ["", "| labels | method | seeds | pretrained − scratch (paired) | wins |", "|---|---|---|---|---|"]

@@ -7,7 +7,7 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import Dataset
 
-import bonekit.engine as engine
+from bonekit import engine
 from bonekit.datasets import epoch_order
 
 
