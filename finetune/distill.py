@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> Path:
         # The student sees the same data, folds and label subset as the experts.
         cfg.data = OmegaConf.merge(cfg.data, {k: v for k, v in manifest.data.items() if k != "resolution"})
         lab = manifest.labels
+        if cfg.kd.ema > 0 and cfg.kd.expert_blend == 0:
+            raise ConfigError("experts= with kd.ema > 0: the mean teacher's targets would replace the experts' "
+                              "and leave them unused; set kd.expert_blend > 0 to blend them in, or drop experts=")
     elif cfg.kd.ema > 0 or cfg.kd.weight_kd == 0:
         # A mean teacher needs no experts, nor does the pooloff control: the pool is the training folds' rest
         # (and data.pool_root's images).

@@ -19,7 +19,9 @@ Semi-supervised pieces, each a ``kd.*`` switch the study can turn on:
   the encoder's features under channel dropout, and that stream too learns the teacher's pixels, so the student's
   prediction must survive a perturbation of its own features, not only of its input;
 - a flip-averaged mean teacher (``kd.teacher_flip``): the pool target is the mean of the teacher's reading of the
-  view and of its mirror image.
+  view and of its mirror image;
+- experts under a mean teacher (``kd.expert_blend``): the experts' stored targets blended into the EMA teacher's,
+  their share fading to 0 over the run, so co-supervision starts from the specialists and keeps improving.
 The labelled part of a batch gets the supervised loss at full weight (a mean over the labelled samples), so a
 distillation run with no pool loss (``kd.weight_kd=0``, the ``pooloff`` control) trains like plain fine-tuning.
 """
@@ -45,6 +47,7 @@ from bonekit.losses import (
 )
 from bonekit.maskbits import unpack
 from bonekit.seg_augment import SegAugConfig, augment, paste_indices
+from finetune.pool_mix import bcp_mix, cutmix_pool, strong_view
 
 
 @dataclass
@@ -70,6 +73,9 @@ class KDConfig:
     fp: float = 0.0  # UniMatch feature perturbation: share of the pool loss given to the dropped-feature stream (0: off)
     fp_dropout: float = 0.5  # channel dropout (Dropout2d) on every encoder feature map in that stream (UniMatch's 0.5)
     teacher_flip: bool = False  # the EMA teacher labels a pool view as the mean of it and its mirror image (flip TTA)
+    # experts under a mean teacher: share of the experts' stored target in the pool target at step 0, fading
+    # linearly to 0 at the last step (the EMA teacher takes over as it outgrows fixed experts); 0: no experts
+    expert_blend: float = 0.0
 
 
 def check_kd(kd: KDConfig) -> None:
@@ -88,6 +94,10 @@ def check_kd(kd: KDConfig) -> None:
     if kd.teacher_flip and kd.ema == 0:
         raise ConfigError("kd.teacher_flip: flip-averages the EMA teacher's pool targets; set kd.ema > 0 "
                           "(stored expert targets are made once, by cosup/label.py)")
+    if not 0.0 <= kd.expert_blend <= 1.0 or (kd.expert_blend > 0 and kd.ema == 0):
+        raise ConfigError(f"kd.expert_blend={kd.expert_blend}: a share in [0, 1] of the experts' targets blended "
+                          "with the EMA teacher's; needs kd.ema > 0 (without it the stored targets are the whole "
+                          "target)")
 
 
 class DistillFrames(Dataset):
@@ -106,7 +116,7 @@ class DistillFrames(Dataset):
         self.repeat = [r for r in range(reps) for _ in lab] + [0] * len(pool_frames)
         self.base = CachedFrames(cache, self.frames, slices)
         self.row = {int(f): i for i, f in enumerate(pool_frames)}
-        self.labelled = set(int(f) for f in labelled)
+        self.labelled = {int(f) for f in labelled}
         self.targets, self.keep = targets, keep  # targets None: a mean teacher labels the pool online
         self.k, self.r = (targets.shape[1] if targets is not None else k), cache.resolution
         self.indices = self.base.indices
@@ -159,60 +169,6 @@ def pool_ignore(teacher: torch.Tensor, keep: torch.Tensor, kd: KDConfig) -> torc
     if kd.pixel_threshold > 0:
         ig = ig | (torch.maximum(teacher, 1 - teacher) < kd.pixel_threshold)
     return ig.contiguous()
-
-
-def strong_view(x: torch.Tensor, keys, p: float = 1.0) -> torch.Tensor:
-    """Strong intensity for the student (the teacher keeps the weak view): a second gamma/contrast draw, noise,
-    and a Cutout square. Same geometry as the weak view, so the teacher's targets stay aligned."""
-    cfg = SegAugConfig(flip=0.0, rotation=0.0, scale=0.0, shift=0.0, gamma=0.5, contrast=0.4, blur_p=0.5, noise=0.05,
-                       cutout_p=p, cutout_size=0.3)
-    dummy = torch.zeros(x.shape[0], 1, *x.shape[-2:], device=x.device)
-    out, _, _ = augment(x, dummy, [(*k, 99) for k in keys], cfg)
-    return out
-
-
-def cutmix_pool(x, y, ignore, keys):
-    """CutMix among pool samples: a box of sample i+1 (image, targets and ignore mask) pasted into sample i."""
-    b, _, h, w = x.shape
-    if b < 2:
-        return x, y, ignore
-    x, y, ignore = x.clone(), y.clone(), ignore.clone()
-    nxt = torch.roll(torch.arange(b, device=x.device), -1)
-    for i, k in enumerate(keys):
-        r = np.random.default_rng(np.random.SeedSequence([*k, 555]))
-        bh, bw = int(h * r.uniform(0.2, 0.5)), int(w * r.uniform(0.2, 0.5))
-        t, l = int(r.integers(0, h - bh + 1)), int(r.integers(0, w - bw + 1))
-        j = int(nxt[i])
-        x[i, :, t : t + bh, l : l + bw] = x[j, :, t : t + bh, l : l + bw]
-        y[i, :, t : t + bh, l : l + bw] = y[j, :, t : t + bh, l : l + bw]
-        ignore[i, :, t : t + bh, l : l + bw] = ignore[j, :, t : t + bh, l : l + bw]
-    return x, y, ignore
-
-
-def bcp_mix(x, y, ignore, labelled, keys, size: float):
-    """Bidirectional copy-paste. Labelled sample ``a`` and pool sample ``b`` (paired in batch order; surplus
-    samples stay as they are) swap a box of side ``size`` x H: ``a`` keeps its own image outside the box and gets
-    ``b``'s inside, ``b`` the reverse. Targets and ignore masks move with their pixels.
-
-    x ``[B, C, H, W]``, y / ignore ``[B, K, H, W]``, labelled ``[B]`` bool, keys one tuple per sample.
-    Returns x, y, ignore and ``gt [B, 1, H, W]`` bool: True where a pixel's target is ground truth.
-    """
-    b, _, h, w = x.shape
-    gt = labelled.view(-1, 1, 1, 1).expand(b, 1, h, w).clone()
-    lab_i, pool_i = torch.nonzero(labelled).flatten().tolist(), torch.nonzero(~labelled).flatten().tolist()
-    if not lab_i or not pool_i:
-        return x, y, ignore, gt
-    x, y, ignore = x.clone(), y.clone(), ignore.clone()
-    bh, bw = max(1, round(size * h)), max(1, round(size * w))
-    for a, p in zip(lab_i, pool_i):
-        r = np.random.default_rng(np.random.SeedSequence([*keys[a], 777]))
-        t, l = int(r.integers(0, h - bh + 1)), int(r.integers(0, w - bw + 1))
-        box = (slice(None), slice(t, t + bh), slice(l, l + bw))
-        for tensor in (x, y, ignore, gt):
-            inner_a = tensor[a][box].clone()
-            tensor[a][box] = tensor[p][box]
-            tensor[p][box] = inner_a
-    return x, y, ignore, gt
 
 
 class DistillTask:
@@ -277,6 +233,22 @@ class DistillTask:
             p = 0.5 * (p + torch.sigmoid(self.ema(x.flip(-1)).float()).flip(-1))
         return p
 
+    def expert_share(self, step: int) -> float:
+        """Share of the experts' stored targets in the pool target at ``step``: ``kd.expert_blend`` fading linearly
+        to 0 at the last step."""
+        return self.kd.expert_blend * max(0.0, 1.0 - step / max(1, self.steps))
+
+    def blend_experts(self, stored: torch.Tensor, online: torch.Tensor, keep: torch.Tensor, step: int):
+        """Pool targets ``[N, K, H, W]`` and ``keep`` ``[N, K]`` under a mean teacher: the EMA teacher's ``online``
+        probabilities, blended with the experts' ``stored`` targets by ``expert_share`` (co-supervision with an
+        improving teacher). Where denoising dropped a bone's expert target (``keep`` False) the EMA teacher's
+        reading stands alone, so every pool bone keeps a target."""
+        b = self.expert_share(step)
+        if b <= 0:
+            return online, keep
+        kept = keep.bool()[:, :, None, None]
+        return torch.where(kept, b * stored + (1 - b) * online, online), torch.ones_like(keep)
+
     # ------------------------------------------------------------------ batch -> inputs, targets
     def inputs(self, batch, keys, step):
         x = batch["image"].float().div_(255)
@@ -286,10 +258,10 @@ class DistillTask:
         y = torch.where(lab.view(-1, 1, 1, 1), gt, teacher)
         x, y, _ = augment(x, y, keys, self.aug, None, self.paste)
         pool = ~lab
+        keep = batch["keep"].to(x.device)
         if self.ema is not None and pool.any():  # the mean teacher labels the pool on the weak view
             self._update_ema(step)
-            y[pool] = self.teacher_probs(x[pool])
-        keep = batch["keep"].to(x.device)
+            y[pool], keep[pool] = self.blend_experts(y[pool], self.teacher_probs(x[pool]), keep[pool], step)
         ignore = torch.zeros_like(y, dtype=torch.bool)
         if pool.any():
             ignore[pool] = pool_ignore(y[pool], keep[pool], self.kd)  # on the soft probabilities

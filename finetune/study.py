@@ -11,26 +11,7 @@ is shared. Outputs: ``results.csv`` (one row per cell), plots (Dice vs label fra
 heatmap, PGR per bone) and one self-contained ``report.html``. ``jobs=N`` runs the grid's chains (per init and
 seed: the methods, the references) in N processes side by side (``finetune/study_jobs.py``).
 
-Methods (every distilled arm uses the same loop, schedule and init as the others; its batch holds as many
-labelled images as ``finetune``'s plus as many pool images):
-- ``finetune``: the student trained on the labelled subset alone (the labelled-only baseline);
-- ``pooloff``: the distillation loop with no loss on pool images (the like-for-like control);
-- ``selftrain``: one generalist teacher (the ``finetune`` student itself: same init, same schedule) labels the
-  pool; a student is distilled from it;
-- ``meanteacher``: no experts; an EMA of the student labels the pool on weak views, the student learns on strong
-  views (Cutout, CutMix, intensity);
-- ``cosup``: specialists (bone groups, ``groups``) start from the generalist and fine-tune on the labelled images;
-  their targets, denoised by the ``selftrain`` student (the previous round's), teach a new student;
-- ``cosupgate``: ``cosup`` where a bone's specialist targets are used only if the specialist beat the generalist
-  by ``gate_folds``-fold cross-validation on the labelled images (cosup/gate.py); the generalist labels the rest;
-- ``bcp``: bidirectional copy-paste (Bai et al., CVPR 2023): an EMA teacher labels the pool, labelled and pool
-  images swap a box both ways, and the student starts from the ``finetune`` student (BCP's warm start);
-- ``bcp2``, ``bcp3``: further BCP rounds: student and EMA teacher start from the previous round's student
-  (``bcp``, then ``bcp2``), which thus labels the pool at the start; the same schedule again each round;
-- ``bcpfp``: ``bcp`` plus UniMatch's feature perturbation (``fp_args``: a second decoder stream on dropped-out
-  encoder features learns the teacher's pixels too), from the same warm start;
-- ``pooloff2``: ``bcp2``'s control: the same second round from the ``bcp`` student with no loss on pool images, so
-  ``bcp2 - pooloff2`` is what the pool adds in round two, not the extra steps.
+Methods: ``finetune/arms.py`` (the labelled-only student, the control, and each semi-supervised arm).
 ``warm_start=true`` starts every distilled student from the ``finetune`` student of its cell (``bcp`` always does).
 A ceiling (every label) per init and seed gives PGR = (student - teacher) / (ceiling - teacher) and the gap
 recovered = (method - finetune) / (ceiling - finetune).
@@ -53,6 +34,7 @@ from bonekit.cli import run
 from bonekit.config import DataConfig
 from bonekit.errors import ConfigError
 from bonekit.models import ModelConfig
+from finetune.arms import METHODS, PREVIOUS_ROUND
 from finetune.cell_settings import adopt_pretraining, cell_settings, claim
 
 
@@ -89,6 +71,7 @@ class StudyConfig:
     meanteacher_args: list[str] = field(default_factory=lambda: ["kd.ema=0.99", "kd.strong=true", "kd.rampup=0.3"])
     bcp_args: list[str] = field(default_factory=lambda: ["kd.ema=0.99", "kd.bcp=true"])
     fp_args: list[str] = field(default_factory=lambda: ["kd.fp=0.5"])  # bcpfp: bcp_args plus these
+    blend_args: list[str] = field(default_factory=lambda: ["kd.expert_blend=0.5"])  # cosupmt: with meanteacher_args
     gate_folds: int = 5  # cosupgate: folds of the per-bone CV gate over the labelled images (at most one per image)
     warm_start: bool = False  # distilled students start from the cell's labelled-only student (bcp always does)
     steps: Steps = field(default_factory=Steps)
@@ -121,9 +104,6 @@ def dotlist(prefix: str, node) -> list[str]:
     return out
 
 
-METHODS = ("pooloff", "selftrain", "meanteacher", "cosup", "cosupgate", "bcp", "bcpfp", "bcp2", "bcp3",
-           "pooloff2")
-PREVIOUS_ROUND = {"bcp2": "bcp", "bcp3": "bcp2", "pooloff2": "bcp"}  # a later round starts from this arm's student
 
 
 class Study:
@@ -248,7 +228,8 @@ class Study:
         round0 = self.method("selftrain", round0_cell, frac, init, seed, ceiling)
         gate = (f"gate.folds={c.gate_folds}", f"gate.generalist_steps={c.steps.finetune}") if method == "cosupgate" else ()
         ex = self.experts(cell / "experts", frac, init, seed, c.groups, str(generalist), c.steps.experts, gate)
-        return self.distilled(cell, frac, init, seed, ex, [*c.kd_args, f"kd_student={round0}"], ceiling, warm)
+        mt = [*c.meanteacher_args, *c.blend_args] if method == "cosupmt" else []  # the experts under a mean teacher
+        return self.distilled(cell, frac, init, seed, ex, [*c.kd_args, *mt, f"kd_student={round0}"], ceiling, warm)
 
     def evaluate(self, checkpoint: Path, out: Path) -> dict:
         from finetune.evaluate import main as evaluate

@@ -330,3 +330,29 @@ def test_flip_averaged_teacher_targets_are_mirror_equivariant():
     assert torch.allclose(flip.teacher_probs(x.flip(-1)), both.flip(-1), atol=1e-5)
     with pytest.raises(ConfigError, match="kd.teacher_flip"):
         _task(teacher_flip=True)
+
+
+def test_experts_under_a_mean_teacher_blend_in_and_fade_out(experts):
+    """kd.expert_blend: the pool target is share b of the experts' stored target and 1 - b of the EMA teacher's,
+    b falling linearly from kd.expert_blend at step 0 to 0 at the last step; where denoising dropped a bone's
+    expert target the EMA teacher's reading stands alone and the bone keeps a target. Experts with an EMA teacher
+    and no blend would leave the experts unused: a ConfigError, as is a blend without an EMA teacher."""
+    from finetune.distill import main as distill
+
+    torch.manual_seed(0)
+    task = _task(ema=0.99, expert_blend=0.5)  # 100 steps
+    stored, online = torch.rand(3, 2, 8, 8), torch.rand(3, 2, 8, 8)
+    keep = torch.tensor([[True, True], [True, False], [False, False]])
+    y, k = task.blend_experts(stored, online, keep, 0)
+    assert torch.allclose(y[0], 0.5 * stored[0] + 0.5 * online[0])
+    assert torch.allclose(y[1, 0], 0.5 * stored[1, 0] + 0.5 * online[1, 0]) and torch.equal(y[1, 1], online[1, 1])
+    assert torch.equal(y[2], online[2]) and k.all()
+    y, _ = task.blend_experts(stored, online, keep, 50)
+    assert torch.allclose(y[0], 0.25 * stored[0] + 0.75 * online[0])
+    y, k = task.blend_experts(stored, online, keep, 100)
+    assert torch.equal(y, online) and torch.equal(k, keep)  # faded out: the plain mean teacher
+    with pytest.raises(ConfigError, match="kd.expert_blend"):
+        _task(expert_blend=0.5)
+    tmp, _ = experts
+    with pytest.raises(ConfigError, match="expert_blend"):
+        distill([f"experts={tmp / 'experts'}", "kd.ema=0.99", f"run_dir={tmp / 'unused'}"])
