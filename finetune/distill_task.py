@@ -73,9 +73,8 @@ class KDConfig:
     fp: float = 0.0  # UniMatch feature perturbation: share of the pool loss given to the dropped-feature stream (0: off)
     fp_dropout: float = 0.5  # channel dropout (Dropout2d) on every encoder feature map in that stream (UniMatch's 0.5)
     teacher_flip: bool = False  # the EMA teacher labels a pool view as the mean of it and its mirror image (flip TTA)
-    # experts under a mean teacher: share of the experts' stored target in the pool target at step 0, fading
-    # linearly to 0 at the last step (the EMA teacher takes over as it outgrows fixed experts); 0: no experts
-    expert_blend: float = 0.0
+    # (the EMA teacher takes over from fixed experts as it outgrows them)
+    expert_blend: float = 0.0  # with kd.ema and experts: their targets' share of the pool target at step 0, fading to 0
 
 
 def check_kd(kd: KDConfig) -> None:
