@@ -73,7 +73,7 @@ class KDConfig:
     fp: float = 0.0  # UniMatch feature perturbation: share of the pool loss given to the dropped-feature stream (0: off)
     fp_dropout: float = 0.5  # channel dropout (Dropout2d) on every encoder feature map in that stream (UniMatch's 0.5)
     teacher_flip: bool = False  # the EMA teacher labels a pool view as the mean of it and its mirror image (flip TTA)
-    # (the EMA teacher takes over from fixed experts as it outgrows them)
+    # experts under a mean teacher: the EMA teacher takes over from the fixed experts as it outgrows them
     expert_blend: float = 0.0  # with kd.ema and experts: their targets' share of the pool target at step 0, fading to 0
 
 
