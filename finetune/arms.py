@@ -22,10 +22,13 @@ labelled images as ``finetune``'s plus as many pool images):
   (``bcp``, then ``bcp2``), which thus labels the pool at the start; the same schedule again each round;
 - ``bcpfp``: ``bcp`` plus UniMatch's feature perturbation (``fp_args``: a second decoder stream on dropped-out
   encoder features learns the teacher's pixels too), from the same warm start;
+- ``meanteacher2``: a second mean-teacher round: student and EMA teacher start from the ``meanteacher`` student,
+  the same schedule again (about 2x ``meanteacher``'s compute: ``cosupmt``'s compute-matched control, since
+  ``cosupmt`` spends ~2.2x on the ``selftrain`` denoiser, the specialists and its own student);
 - ``pooloff2``: ``bcp2``'s control: the same second round from the ``bcp`` student with no loss on pool images, so
   ``bcp2 - pooloff2`` is what the pool adds in round two, not the extra steps.
 """
 
-METHODS = ("pooloff", "selftrain", "meanteacher", "cosup", "cosupmt", "cosupgate", "bcp", "bcpfp", "bcp2", "bcp3",
-           "pooloff2")
-PREVIOUS_ROUND = {"bcp2": "bcp", "bcp3": "bcp2", "pooloff2": "bcp"}  # a later round starts from this arm's student
+METHODS = ("pooloff", "selftrain", "meanteacher", "meanteacher2", "cosup", "cosupmt", "cosupgate", "bcp", "bcpfp",
+           "bcp2", "bcp3", "pooloff2")
+PREVIOUS_ROUND = {"bcp2": "bcp", "bcp3": "bcp2", "pooloff2": "bcp", "meanteacher2": "meanteacher"}  # a later round starts from this arm's student
