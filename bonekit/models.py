@@ -31,6 +31,7 @@ class ModelConfig:
     arch: str = "unet"  # unet | unetplusplus | deeplabv3plus | fpn | upernet | segformer | manet | linknet | pan
     encoder: str = "resnet18"  # any timm encoder smp takes as tu-<name>
     init: str = "scratch"  # scratch | path to a selfsup encoder.safetensors (strict load)
+    init_decoder: str = ""  # "" | a selfsup decoder.safetensors (method mimunet): the U-Net decoder too (unet only)
     decoder_channels: list[int] = field(default_factory=list)  # Unet/Unet++ decoder widths, deepest first ([]: smp's)
 
 
@@ -50,6 +51,8 @@ def build_segmenter(mcfg: ModelConfig, in_channels: int, n_out: int, device) -> 
     model = make_segmenter(mcfg.arch, mcfg.encoder, in_channels, n_out, list(mcfg.decoder_channels))
     if mcfg.init not in ("", "scratch"):
         load_encoder(model, mcfg.init, mcfg.encoder, in_channels)
+    if mcfg.init_decoder:
+        load_decoder(model, mcfg.init_decoder, mcfg, in_channels)
     return sync_batchnorm(model, device)
 
 
@@ -132,6 +135,47 @@ def load_encoder(model: nn.Module, path: str | Path, encoder_name: str | None = 
         encoder_of(model).load_state_dict(sd, strict=True)
     except RuntimeError as e:
         raise DataError(path, f"encoder weights do not fit the model: {str(e).splitlines()[0]}") from None
+
+
+DECODER_FORMAT = "bonekit-unet-decoder-v1"
+
+
+def save_decoder(path: str | Path, decoder: nn.Module, encoder: str, in_channels: int,
+                 decoder_channels: list[int], extra: dict | None = None) -> Path:
+    """Write a U-Net decoder's state dict (smp ``Unet.decoder`` key names) with what it was built for: the encoder
+    whose pyramid it reads, the input channels and the decoder widths ([] = smp's)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().contiguous().cpu() for k, v in decoder.state_dict().items()}
+    meta = {"format": DECODER_FORMAT, "arch": "unet", "encoder": encoder, "in_channels": str(in_channels),
+            "decoder_channels": json.dumps(list(decoder_channels))}
+    if extra:
+        meta["extra"] = json.dumps(extra)
+    save_file(sd, str(path), metadata=meta)
+    return path
+
+
+def load_decoder(model: nn.Module, path: str | Path, mcfg: ModelConfig, in_channels: int) -> None:
+    """Strictly load a pretrained ``decoder.safetensors`` into ``model.decoder`` (its output head stays new). A file
+    for another architecture, encoder, channel count or decoder width is an error naming the file and both values."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "decoder file does not exist (model.init_decoder)")
+    meta = read_encoder_meta(path)
+    if meta.get("format") != DECODER_FORMAT:
+        raise DataError(path, f"not a pretrained U-Net decoder (format {meta.get('format')!r}, expected "
+                              f"{DECODER_FORMAT!r}: the decoder.safetensors of selfsup/pretrain.py method.name=mimunet)")
+    if mcfg.arch.lower() != "unet":
+        raise DataError(path, f"a U-Net decoder cannot initialise model.arch={mcfg.arch!r}")
+    want = {"encoder": mcfg.encoder, "in_channels": str(in_channels),
+            "decoder_channels": json.dumps(list(mcfg.decoder_channels))}
+    for key, value in want.items():
+        if meta.get(key) != value:
+            raise DataError(path, f"decoder was built for {key} {meta.get(key)}, the model has {value}")
+    try:
+        model.decoder.load_state_dict(_load_weights(path), strict=True)
+    except RuntimeError as e:
+        raise DataError(path, f"decoder weights do not fit the model: {str(e).splitlines()[0]}") from None
 
 
 def pick_device(name: str = "auto") -> torch.device:

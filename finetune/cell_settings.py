@@ -59,6 +59,8 @@ def cell_settings(cfg, arm: str, init: str) -> dict:
     keys = ["student", "batch_size", "stage_args", *ARM_KEYS[arm]]
     if init == "pretrained":
         keys += ["steps.pretrain", "pretrain_args"]
+        if not cfg.pretrained_decoder:  # recorded only when off, so cells made before the key existed still match
+            keys.append("pretrained_decoder")
     return _picked(cfg, keys)
 
 

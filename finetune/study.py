@@ -77,6 +77,7 @@ class StudyConfig:
     steps: Steps = field(default_factory=Steps)
     batch_size: int = 8
     pretrain_args: list[str] = field(default_factory=list)  # extra key=value for selfsup/pretrain.py
+    pretrained_decoder: bool = True  # init=pretrained: the U-Net decoder too, where pretraining made one (mimunet)
     stage_args: list[str] = field(default_factory=list)  # extra key=value for every segmentation stage
     worst_k: int = 4
     browser_check: bool = True  # open the report in headless Chromium (where installed) and save report.png
@@ -146,6 +147,15 @@ class Study:
             pretrain(args)
         return str(enc.resolve())
 
+    def init_args(self, init: str) -> list[str]:
+        """``model.init`` for ``init``, and ``model.init_decoder`` where the pretraining trained a U-Net decoder
+        (``method.name=mimunet``) and ``pretrained_decoder`` is on."""
+        args = [f"model.init={self.init_path(init)}"]
+        dec = self.out / "pretrain" / "decoder.safetensors"
+        if init == "pretrained" and self.cfg.pretrained_decoder and dec.is_file():
+            args.append(f"model.init_decoder={dec.resolve()}")
+        return args
+
     def finetune(self, cell: Path, fraction: float, init: str, seed: int, steps: int = 0) -> Path:
         from finetune.train import main as train
 
@@ -153,7 +163,7 @@ class Study:
         if not (cell / "last.safetensors").is_file():
             train(self._seg_common(seed) + [f"labels.fraction={fraction}", f"labels.seed={seed}",
                                            f"model.arch={c.student.arch}", f"model.encoder={c.student.encoder}",
-                                           f"model.init={self.init_path(init)}", f"loop.steps={steps or c.steps.finetune}",
+                                           *self.init_args(init), f"loop.steps={steps or c.steps.finetune}",
                                            f"run_dir={cell}", "resume=auto"])
         return cell / "last.safetensors"
 
@@ -167,7 +177,7 @@ class Study:
             experts(self._seg_common(seed) + [f"labels.fraction={fraction}", f"labels.seed={seed}",
                                              f"partition.groups={groups}", f"partition.generalist={generalist}",
                                              f"model.arch={c.student.arch}", f"model.encoder={c.student.encoder}",
-                                             f"model.init={self.init_path(init)}", f"loop.steps={steps}",
+                                             *self.init_args(init), f"loop.steps={steps}",
                                              f"run_dir={out}", "resume=auto", *extra])
         return out
 
@@ -183,7 +193,7 @@ class Study:
             args = self._seg_common(seed) + [
                 f"loop.batch_size={2 * c.batch_size}", "kd.labelled_share=0.5", f"labels.fraction={fraction}",
                 f"labels.seed={seed}", f"model.arch={c.student.arch}", f"model.encoder={c.student.encoder}",
-                f"model.init={self.init_path(init)}", f"loop.steps={c.steps.distill}", f"run_dir={st}",
+                *self.init_args(init), f"loop.steps={c.steps.distill}", f"run_dir={st}",
                 "resume=auto", *extra]
             if experts is not None:
                 args.append(f"experts={experts}")

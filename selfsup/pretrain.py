@@ -5,7 +5,8 @@
 With no arguments it pretrains a resnet18 with DenseCL on the embedded phantom's images (labels ignored) for a
 short schedule and writes ``runs/pretrain/<timestamp>/``: config.yaml, encoder.safetensors (timm key names,
 strict-loadable by ``smp.Unet("tu-resnet18", encoder_weights=None, in_channels=C)``), metrics.csv, tb/,
-loss.png and checkpoints/. ``resume=auto`` continues the newest run exactly. Throughput: ``python bench/pretrain_speed.py``.
+loss.png and checkpoints/; ``method.name=mimunet`` also writes decoder.safetensors (the U-Net decoder it trained,
+for a student's ``model.init_decoder``). ``resume=auto`` continues the newest run exactly. Throughput: ``python bench/pretrain_speed.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from accelerate.utils import set_seed
 from omegaconf import OmegaConf
+from torch import nn
 
 from bonekit import checkpoint, config
 from bonekit.accel import PRECISIONS, make_accelerator
@@ -36,7 +38,7 @@ from bonekit.engine import (
     prepare_training,
 )
 from bonekit.formats import discover
-from bonekit.models import make_encoder, save_encoder
+from bonekit.models import make_encoder, save_decoder, save_encoder
 from bonekit.runlog import Progress, RunLog, start_run
 from bonekit.schedule import momentum_at, warmup_cosine
 from selfsup.methods import METHODS
@@ -46,7 +48,7 @@ from selfsup.step import ViewPair, method_loss
 # ---------------------------------------------------------------------------------------------------- config
 @dataclass
 class MethodConfig:
-    name: str = "densecl"  # densecl | simclr | byol | moco | vicregl | mim
+    name: str = "densecl"  # densecl | simclr | byol | moco | vicregl | mim | mimunet (mim through a U-Net decoder)
     hidden_dim: int = 512  # projection head hidden width
     out_dim: int = 128  # projection output width
     temperature: float = 0.2  # InfoNCE temperature (densecl, simclr, moco)
@@ -55,6 +57,8 @@ class MethodConfig:
     momentum: float = 0.99  # EMA start for momentum encoders (cosine to 1.0)
     mask_ratio: float = 0.6  # MIM: share of a view's patches hidden from the encoder
     mask_patch: int = 16  # MIM: side of a hidden patch, pixels (views.size must be a multiple of it and of 32)
+    decoder_channels: list[int] = field(default_factory=list)  # mimunet: U-Net decoder widths ([]: smp's), as the
+    # student's model.decoder_channels must be to load it
 
 
 @dataclass
@@ -208,12 +212,16 @@ def main(argv: list[str] | None = None) -> Path:
     if accelerator.is_main_process:
         save_encoder(run_dir / "encoder.safetensors", net.encoder, cfg.encoder, cfg.data.slices,
                      extra={"method": cfg.method.name, "steps": step})
+        if isinstance(getattr(net, "decoder", None), nn.Module):  # mimunet: the U-Net decoder, for model.init_decoder
+            save_decoder(run_dir / "decoder.safetensors", net.decoder, cfg.encoder, cfg.data.slices,
+                         list(cfg.method.decoder_channels), extra={"method": cfg.method.name, "steps": step})
         log.plot(["loss"], run_dir / "loss.png", f"{cfg.method.name} / {cfg.encoder}")
         if run_probe:
             log.plot(["probe_dice"], run_dir / "probe.png", "encoder check: frozen encoder + light decoder, Dice")
         log.close()
         print(f"pretraining: {step} steps, {prog.rate:.1f} img/s, data wait {prog.wait_share:.0%}; "
-              f"encoder -> {run_dir / 'encoder.safetensors'}")
+              f"encoder -> {run_dir / 'encoder.safetensors'}"
+              + (f", decoder -> {run_dir / 'decoder.safetensors'}" if (run_dir / "decoder.safetensors").is_file() else ""))
     accelerator.wait_for_everyone()
     return run_dir
 

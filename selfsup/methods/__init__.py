@@ -6,7 +6,7 @@ import it below.
 
 from __future__ import annotations
 
-from selfsup.methods import byol, densecl, mim, moco, simclr, vicregl  # noqa: F401  (fill the registry)
+from selfsup.methods import byol, densecl, mim, mimunet, moco, simclr, vicregl  # noqa: F401  (fill the registry)
 from selfsup.methods.base import METHODS, Method, register
 
 __all__ = ["METHODS", "Method", "register"]

@@ -45,21 +45,27 @@ class MIM(Method):
         super().__init__(encoder, feat_dim, cfg)
         self.patch = int(getattr(cfg, "mask_patch", 16))
         self.ratio = float(getattr(cfg, "mask_ratio", 0.6))
-        chans = encoder.out_channels  # [C_in, stride 2, 4, 8, 16, 32]
+        self.mask_value = nn.Parameter(torch.zeros(encoder.out_channels[0]))
+        self.build_decoder(encoder.out_channels, cfg, width)
+
+    def build_decoder(self, chans: list[int], cfg, width: int) -> None:
+        """The reconstructor over the encoder's pyramid ``chans`` ([C_in, stride 2, 4, 8, 16, 32])."""
         c = chans[0]
-        self.mask_value = nn.Parameter(torch.zeros(c))
         self.proj = nn.ModuleList(nn.Conv2d(chans[lv], width, 1) for lv in LEVELS)
         self.fuse = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         self.head = nn.Conv2d(width, c * 16, 1)  # the stride-4 map -> pixels by a x4 pixel shuffle
 
-    def reconstruct(self, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """``x [B, C, S, S]``, ``hidden bool [B, 1, S, S]`` -> the decoder's image ``[B, C, S, S]``."""
-        xin = torch.where(hidden, self.mask_value.view(1, -1, 1, 1).to(x.dtype), x)
-        feats = self.encoder(xin)
+    def decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """The encoder's pyramid -> the reconstructed image ``[B, C, S, S]``."""
         size = feats[LEVELS[0]].shape[-2:]
         y = sum(F.interpolate(p(feats[lv]), size=size, mode="bilinear", align_corners=False)
                 for p, lv in zip(self.proj, LEVELS))
         return F.pixel_shuffle(self.head(self.fuse(y)), 4)
+
+    def reconstruct(self, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """``x [B, C, S, S]``, ``hidden bool [B, 1, S, S]`` -> the decoder's image ``[B, C, S, S]``."""
+        xin = torch.where(hidden, self.mask_value.view(1, -1, 1, 1).to(x.dtype), x)
+        return self.decode(self.encoder(xin))
 
     def _one(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape

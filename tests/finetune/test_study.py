@@ -79,6 +79,34 @@ def test_summary_reads_every_arm_against_the_control_per_seed(tmp_path):
     assert "− control (paired)" in md
 
 
+def test_pretrained_unet_decoder_reaches_the_students(tmp_path):
+    """With a mimunet pretraining run, the pretrained cells start from its encoder *and* decoder; with
+    pretrained_decoder=false from the encoder alone, and that setting is part of the cells' settings."""
+    import yaml
+
+    from bonekit import config
+    from finetune.cell_settings import cell_settings
+    from finetune.study import Study, StudyConfig
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    out = tmp_path / "mimunet"
+    args = [f"study={ROOT / 'configs' / 'lowlabel.yaml'}", f"out_dir={out}", "grid.fractions=[0.5]", "grid.seeds=[0]",
+            "grid.ceiling=false", "grid.finetune_fractions=[]", "grid.inits=[pretrained]", "grid.methods=[finetune]",
+            "browser_check=false"] + TINY_STUDY + [
+        "pretrain_args=[train.batch_size=4,views.size=32,train.workers=0,method.name=mimunet]",
+        "stage_args=[loop.workers=0,eval_resolution=64]"]
+    launch("finetune/study.py", args, cache)
+    dec = out / "pretrain" / "decoder.safetensors"
+    cfg = yaml.safe_load((out / "pretrained" / "finetune" / "f0.5" / "s0" / "config.yaml").read_text())
+    assert cfg["model"]["init_decoder"] == str(dec.resolve()) and cfg["model"]["init"].endswith("encoder.safetensors")
+    off = config.load(StudyConfig, args[1:] + ["pretrained_decoder=false"])
+    assert not any(a.startswith("model.init_decoder") for a in Study(off).init_args("pretrained"))
+    assert cell_settings(off, "finetune", "pretrained")["pretrained_decoder"] is False
+    on = config.load(StudyConfig, args[1:])
+    assert "pretrained_decoder" not in cell_settings(on, "finetune", "pretrained")  # older cells still match
+
+
 def test_stages_in_one_process_may_differ_in_precision(monkeypatch):
     """The study runs pretraining (fp32) and then bf16 students in one process: accelerate used to refuse the
     second precision ("AcceleratorState has already been initialized"), so grid.inits=[pretrained] with the

@@ -141,14 +141,13 @@ def test_mim_masks_are_keyed_by_the_view():
     assert not torch.equal(m[0], m[1])  # other views, other masks
 
 
-def test_mim_learns_to_fill_hidden_patches():
+@pytest.mark.parametrize("name", ["mim", "mimunet"])
+def test_mim_learns_to_fill_hidden_patches(name):
     """A few steps on fixed views lower the reconstruction loss of the hidden patches (it can fail: a decoder that
     cannot see the encoder, or a loss on the visible patches, would not move like this)."""
-    from selfsup.methods.mim import MIM
-
     torch.manual_seed(0)
     enc = make_encoder("resnet18", 1)
-    m = MIM(enc, enc.out_channels[-1], MethodConfig())
+    m = METHODS[name](enc, enc.out_channels[-1], MethodConfig())
     yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     x = torch.stack([torch.sin((xx * (i + 1) + yy) / 9.0)[None] * 0.5 + 0.5 for i in range(4)])  # smooth images
     views, thetas = zip(*[make_views(x, [(0, 0, i, v) for i in range(4)], ViewConfig(size=64, noise=[0, 0]))
@@ -176,3 +175,34 @@ def test_densecl_dense_map_is_fine_enough():
     size = ViewConfig().size
     _, flat, _, _ = m._query(torch.rand(2, 1, size, size))
     assert flat.shape[1] >= 49
+
+
+def test_mimunet_decoder_is_the_student_unets_decoder(tmp_path):
+    """mimunet's decoder loads strictly into a student U-Net (the head stays new); a decoder for another
+    architecture, encoder or width, or a file that is no decoder, is an error naming the file and the problem."""
+    from bonekit.errors import DataError
+    from bonekit.models import ModelConfig, build_segmenter, save_decoder, save_encoder
+
+    torch.manual_seed(0)
+    enc = make_encoder("resnet18", 1)
+    m = METHODS["mimunet"](enc, enc.out_channels[-1], MethodConfig())
+    x = torch.rand(2, 1, 64, 64)
+    views, thetas = zip(*[make_views(x, [(0, 0, i, v) for i in range(2)], ViewConfig(size=64)) for v in range(2)])
+    m(list(views), list(thetas)).backward()
+    torch.optim.SGD(m.parameters(), lr=0.1).step()  # off smp's initial values, so a load is told from a fresh one
+    p = save_decoder(tmp_path / "decoder.safetensors", m.decoder, "resnet18", 1, [])
+    cpu = torch.device("cpu")
+    student = build_segmenter(ModelConfig(init_decoder=str(p)), 1, 29, cpu)
+    fresh = build_segmenter(ModelConfig(), 1, 29, cpu)
+    sd, fresh_sd = student.decoder.state_dict(), fresh.decoder.state_dict()
+    for k, v in m.decoder.state_dict().items():
+        assert torch.equal(sd[k], v), k
+    assert any(not torch.equal(fresh_sd[k], v) for k, v in sd.items() if v.is_floating_point())
+    assert student(torch.rand(1, 1, 64, 64)).shape == (1, 29, 64, 64)
+    for bad, match in ((ModelConfig(arch="fpn", init_decoder=str(p)), "cannot initialise model.arch='fpn'"),
+                       (ModelConfig(encoder="resnet34", init_decoder=str(p)), "built for encoder resnet18"),
+                       (ModelConfig(decoder_channels=[128, 64, 32, 16, 8], init_decoder=str(p)), "decoder_channels"),
+                       (ModelConfig(init_decoder=str(save_encoder(tmp_path / "e.safetensors", enc, "resnet18", 1))),
+                        "not a pretrained U-Net decoder")):
+        with pytest.raises(DataError, match=match):
+            build_segmenter(bad, 1, 29, cpu)
