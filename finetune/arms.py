@@ -11,7 +11,8 @@ labelled images as ``finetune``'s plus as many pool images):
   views (Cutout, CutMix, intensity);
 - ``cosup``: specialists (bone groups, ``groups``) start from the generalist and fine-tune on the labelled images;
   their targets, denoised by the ``selftrain`` student (the previous round's), teach a new student;
-- ``cosupmt``: ``cosup``'s specialists and denoising under ``meanteacher``'s EMA teacher: the pool target blends
+- ``cosupmt``: ``cosup``'s specialists (the same files: trained once, in the ``cosup`` cell) and denoising under
+  ``meanteacher``'s EMA teacher: the pool target blends
   the specialists' targets (share ``kd.expert_blend`` of ``blend_args``, fading to 0 over the run) with the EMA
   teacher's, so the student starts from co-supervision and its teacher keeps improving;
 - ``cosupgate``: ``cosup`` where a bone's specialist targets are used only if the specialist beat the generalist

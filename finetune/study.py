@@ -237,7 +237,11 @@ class Study:
         self.claim(round0_cell, "selftrain", init)
         round0 = self.method("selftrain", round0_cell, frac, init, seed, ceiling)
         gate = (f"gate.folds={c.gate_folds}", f"gate.generalist_steps={c.steps.finetune}") if method == "cosupgate" else ()
-        ex = self.experts(cell / "experts", frac, init, seed, c.groups, str(generalist), c.steps.experts, gate)
+        ex_cell = cell
+        if method == "cosupmt":  # cosup's specialists (same generalist, groups, steps): trained once for both arms
+            ex_cell = self.out / init / "cosup" / f"f{frac:g}" / f"s{seed}"
+            self.claim(ex_cell, "cosup", init)
+        ex = self.experts(ex_cell / "experts", frac, init, seed, c.groups, str(generalist), c.steps.experts, gate)
         mt = [*c.meanteacher_args, *c.blend_args] if method == "cosupmt" else []  # the experts under a mean teacher
         return self.distilled(cell, frac, init, seed, ex, [*c.kd_args, *mt, f"kd_student={round0}"], ceiling, warm)
 

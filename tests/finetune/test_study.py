@@ -252,7 +252,7 @@ def test_jobs_chains_cover_the_grid_once():
 def test_second_round_starts_from_the_first_rounds_student(tmp_path):
     """Round N starts from round N-1's student (bcp3 <- bcp2 <- bcp); the control pooloff2 from the bcp student with
     no loss on the pool; meanteacher2 from the meanteacher student, as a mean teacher again; cosupmt from the
-    selftrain round's student (its denoiser) and its own specialists."""
+    selftrain round's student (its denoiser) and cosup's specialists."""
     import yaml
 
     cache = tmp_path / "cache"
@@ -278,7 +278,9 @@ def test_second_round_starts_from_the_first_rounds_student(tmp_path):
     # cosupmt: cosup's specialists, denoised by the selftrain student, blended into a mean teacher's targets
     cfg = yaml.safe_load((student("cosupmt") / "config.yaml").read_text())
     assert cfg["kd"]["ema"] > 0 and cfg["kd"]["strong"] and cfg["kd"]["expert_blend"] == 0.5
-    assert cfg["experts"] == str(student("cosupmt").parent / "experts")
+    assert cfg["experts"] == str(student("cosup").parent / "experts")  # cosup's specialists, trained once
+    assert (student("cosup").parent / "experts" / "experts.json").is_file()
+    assert not (student("cosupmt").parent / "experts").exists()
     assert cfg["kd_student"] == str(student("selftrain") / "round0" / "last.safetensors")
     assert [r["method"] for r in csv.DictReader(open(out / "results.csv"))] == ["bcp3", "pooloff2", "cosupmt",
                                                                                    "meanteacher2"]
