@@ -32,4 +32,5 @@ labelled images as ``finetune``'s plus as many pool images):
 
 METHODS = ("pooloff", "selftrain", "meanteacher", "meanteacher2", "cosup", "cosupmt", "cosupgate", "bcp", "bcpfp",
            "bcp2", "bcp3", "pooloff2")
-PREVIOUS_ROUND = {"bcp2": "bcp", "bcp3": "bcp2", "pooloff2": "bcp", "meanteacher2": "meanteacher"}  # a later round starts from this arm's student
+# a later round starts from this arm's student
+PREVIOUS_ROUND = {"bcp2": "bcp", "bcp3": "bcp2", "pooloff2": "bcp", "meanteacher2": "meanteacher"}

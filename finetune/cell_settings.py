@@ -27,7 +27,8 @@ ARM_KEYS = {
     "finetune": ("steps.finetune",),
     "ceiling": ("steps.ceiling", "steps.finetune"),  # steps.ceiling=0 means steps.finetune
     "pooloff": ("steps.finetune", "steps.distill", "warm_start"),
-    **{m: ("steps.finetune", "steps.distill", "warm_start", "meanteacher_args") for m in ("meanteacher", "meanteacher2")},
+    **{m: ("steps.finetune", "steps.distill", "warm_start", "meanteacher_args")
+       for m in ("meanteacher", "meanteacher2")},
     "selftrain": ("steps.finetune", "steps.distill", "warm_start", "kd_args"),
     "cosup": ("steps.finetune", "steps.distill", "warm_start", "kd_args", "groups", "steps.experts"),
     "cosupmt": ("steps.finetune", "steps.distill", "warm_start", "kd_args", "groups", "steps.experts",

@@ -226,7 +226,8 @@ class Study:
             prev_cell = self.out / init / before / f"f{frac:g}" / f"s{seed}"
             self.claim(prev_cell, before, init)
             prev = self.method(before, prev_cell, frac, init, seed, ceiling)
-            extra = {"pooloff2": ["kd.weight_kd=0"], "meanteacher2": list(c.meanteacher_args)}.get(method, list(c.bcp_args))
+            extra = {"pooloff2": ["kd.weight_kd=0"], "meanteacher2": list(c.meanteacher_args)}.get(method,
+                                                                                               list(c.bcp_args))
             return self.distilled(cell, frac, init, seed, None, extra, ceiling, prev)
         if method == "selftrain":
             ex = self.experts(cell / "experts", frac, init, seed, "single", str(generalist), 0)
