@@ -57,8 +57,7 @@ class MethodConfig:
     momentum: float = 0.99  # EMA start for momentum encoders (cosine to 1.0)
     mask_ratio: float = 0.6  # MIM: share of a view's patches hidden from the encoder
     mask_patch: int = 16  # MIM: side of a hidden patch, pixels (views.size must be a multiple of it and of 32)
-    decoder_channels: list[int] = field(default_factory=list)  # mimunet: U-Net decoder widths ([]: smp's), as the
-    # student's model.decoder_channels must be to load it
+    decoder_channels: list[int] = field(default_factory=list)  # mimunet: U-Net widths ([]: smp's) = the student's
 
 
 @dataclass
