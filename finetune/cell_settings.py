@@ -65,17 +65,32 @@ def cell_settings(cfg, arm: str, init: str) -> dict:
     return _picked(cfg, keys)
 
 
-def claim(cell: Path, settings: dict, record: bool = True, source: Path | None = None) -> None:
+def schema_defaults(cfg) -> dict:
+    """The study schema's defaults, flat (dotted key -> value): what a key added after a cell was made stood for."""
+    schema = OmegaConf.get_type(cfg)
+    return flat(OmegaConf.to_container(OmegaConf.structured(schema), resolve=True)) if schema else {}
+
+
+def differences(old: dict, new: dict, defaults: dict | None = None) -> list[str]:
+    """``"key: old -> new"`` where the settings differ; a key ``old`` lacks (a newer version of bonekit added it)
+    counts as the same when ``new`` holds its default, which behaves as the cell was made."""
+    defaults = defaults or {}
+    return changed_keys(old, new, lambda k: k not in old and k in defaults and new.get(k) == defaults[k])
+
+
+def claim(cell: Path, settings: dict, record: bool = True, source: Path | None = None,
+          defaults: dict | None = None) -> None:
     """Check ``settings`` against what ``cell`` was made with (a ConfigError naming the differing keys: a finished
     or half-run cell of other settings is never reused silently); record them if the cell has none yet. A missing
-    cell is first copied from ``source`` (the same cell of another study) if that one qualifies (``adopt``)."""
+    cell is first copied from ``source`` (the same cell of another study) if that one qualifies (``adopt``).
+    ``defaults`` (:func:`schema_defaults`): keys newer than the cell, at their default, are no difference."""
     if source is not None and not cell.exists():
-        adopt(cell, source, settings)
+        adopt(cell, source, settings, defaults)
     f = cell / "settings.json"
     if f.is_file():
         old = json.loads(f.read_text())
-        if old != settings:
-            diff = changed_keys(old, settings)
+        diff = differences(old, settings, defaults)
+        if diff:
             raise ConfigError(f"{cell}: this cell was made with other settings ({'; '.join(diff)}); "
                               "set a new out_dir, or delete the cell to re-run it")
         return
@@ -96,11 +111,11 @@ def adopt_pretraining(out: Path, source: Path, cfg) -> bool:
     return True
 
 
-def adopt(cell: Path, source: Path, settings: dict) -> bool:
+def adopt(cell: Path, source: Path, settings: dict, defaults: dict | None = None) -> bool:
     """Copy the finished cell ``source`` to ``cell`` if it was made with ``settings`` (True if copied). Its
     ``result.json`` is rewritten to point at the copy's own checkpoint and evaluation."""
     done, made = source / "result.json", source / "settings.json"
-    if not done.is_file() or not made.is_file() or json.loads(made.read_text()) != settings:
+    if not done.is_file() or not made.is_file() or differences(json.loads(made.read_text()), settings, defaults):
         return False
     shutil.copytree(source, cell)
     row = json.loads(done.read_text())

@@ -35,7 +35,7 @@ from bonekit.config import DataConfig
 from bonekit.errors import ConfigError
 from bonekit.models import ModelConfig
 from finetune.arms import METHODS, PREVIOUS_ROUND
-from finetune.cell_settings import adopt_pretraining, cell_settings, claim
+from finetune.cell_settings import adopt_pretraining, cell_settings, claim, schema_defaults
 
 
 @dataclass
@@ -112,11 +112,12 @@ class Study:
         self.cfg = cfg
         self.out = Path(cfg.out_dir or Path("runs") / "study" / cfg.name)
         self.data_args = dotlist("data", cfg.data)
+        self.defaults = schema_defaults(cfg)  # keys newer than a cell, at their default, still match it
 
     def claim(self, cell: Path, arm: str, init: str, record: bool = True) -> None:
         """``cell_settings.claim`` for a cell of ``arm``, copying it from ``reuse_from`` where that has it done."""
         src = Path(self.cfg.reuse_from) / cell.relative_to(self.out) if self.cfg.reuse_from else None
-        claim(cell, cell_settings(self.cfg, arm, init), record, src)
+        claim(cell, cell_settings(self.cfg, arm, init), record, src, self.defaults)
 
     # ---------------------------------------------------------------- stages, called in-process
     def _seg_common(self, seed: int) -> list[str]:

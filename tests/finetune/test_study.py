@@ -107,6 +107,27 @@ def test_pretrained_unet_decoder_reaches_the_students(tmp_path):
     assert "pretrained_decoder" not in cell_settings(on, "finetune", "pretrained")  # older cells still match
 
 
+def test_cells_made_before_a_new_key_still_match_at_its_default(tmp_path):
+    """A key a newer bonekit added (model.init_decoder) is no difference while it holds its default: finished cells
+    of older studies are reused; set to anything else, the cell is refused, naming the key."""
+    from bonekit import config
+    from bonekit.errors import ConfigError
+    from finetune.cell_settings import cell_settings, claim, schema_defaults
+    from finetune.study import StudyConfig
+
+    cfg = config.load(StudyConfig, [])
+    new = cell_settings(cfg, "finetune", "scratch")
+    old = {k: v for k, v in new.items() if k != "student.init_decoder"}
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    (cell / "settings.json").write_text(json.dumps(old))
+    claim(cell, new, defaults=schema_defaults(cfg))  # no error
+    with pytest.raises(ConfigError, match="student.init_decoder"):
+        claim(cell, {**new, "student.init_decoder": "d.safetensors"}, defaults=schema_defaults(cfg))
+    with pytest.raises(ConfigError, match="student.init_decoder"):
+        claim(cell, new)  # without the schema's defaults nothing is assumed
+
+
 def test_stages_in_one_process_may_differ_in_precision(monkeypatch):
     """The study runs pretraining (fp32) and then bf16 students in one process: accelerate used to refuse the
     second precision ("AcceleratorState has already been initialized"), so grid.inits=[pretrained] with the
