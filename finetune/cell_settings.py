@@ -59,9 +59,7 @@ def cell_settings(cfg, arm: str, init: str) -> dict:
     """The settings a cell of ``arm`` (a method, or "ceiling") under ``init`` is made with: dotted key -> value."""
     keys = ["student", "batch_size", "stage_args", *ARM_KEYS[arm]]
     if init == "pretrained":
-        keys += ["steps.pretrain", "pretrain_args"]
-        if not cfg.pretrained_decoder:  # recorded only when off, so cells made before the key existed still match
-            keys.append("pretrained_decoder")
+        keys += ["steps.pretrain", "pretrain_args", "pretrained_decoder"]
     return _picked(cfg, keys)
 
 

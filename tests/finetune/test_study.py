@@ -85,7 +85,7 @@ def test_pretrained_unet_decoder_reaches_the_students(tmp_path):
     import yaml
 
     from bonekit import config
-    from finetune.cell_settings import cell_settings
+    from finetune.cell_settings import cell_settings, differences, schema_defaults
     from finetune.study import Study, StudyConfig
 
     cache = tmp_path / "cache"
@@ -104,7 +104,13 @@ def test_pretrained_unet_decoder_reaches_the_students(tmp_path):
     assert not any(a.startswith("model.init_decoder") for a in Study(off).init_args("pretrained"))
     assert cell_settings(off, "finetune", "pretrained")["pretrained_decoder"] is False
     on = config.load(StudyConfig, args[1:])
-    assert "pretrained_decoder" not in cell_settings(on, "finetune", "pretrained")  # older cells still match
+    new = cell_settings(on, "finetune", "pretrained")
+    assert new["pretrained_decoder"] is True
+    # a cell made before the key existed (its settings lack it) was made with the decoder's default: it still
+    # matches a study with the key on, and not one with it off
+    older = {k: v for k, v in new.items() if k != "pretrained_decoder"}
+    assert not differences(older, new, schema_defaults(on))
+    assert differences(older, cell_settings(off, "finetune", "pretrained"), schema_defaults(on))
 
 
 def test_cells_made_before_a_new_key_still_match_at_its_default(tmp_path):
