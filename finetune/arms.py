@@ -26,11 +26,15 @@ labelled images as ``finetune``'s plus as many pool images):
 - ``meanteacher2``: a second mean-teacher round: student and EMA teacher start from the ``meanteacher`` student,
   the same schedule again (about 2x ``meanteacher``'s compute: ``cosupmt``'s compute-matched control, since
   ``cosupmt`` spends ~2.2x on the ``selftrain`` denoiser, the specialists and its own student);
+- ``cosupmt2``: co-supervision's round 1 on the mean teacher's round 0: the ``meanteacher`` student is the
+  generalist the specialists start from, the previous round's student that routes and denoises their targets, and
+  the init of the student and its EMA teacher, which learn as ``cosupmt`` does (``blend_args``). About
+  ``meanteacher2``'s compute (plus the specialists' ``steps.experts`` each): its compute-matched control;
 - ``pooloff2``: ``bcp2``'s control: the same second round from the ``bcp`` student with no loss on pool images, so
   ``bcp2 - pooloff2`` is what the pool adds in round two, not the extra steps.
 """
 
-METHODS = ("pooloff", "selftrain", "meanteacher", "meanteacher2", "cosup", "cosupmt", "cosupgate", "bcp", "bcpfp",
-           "bcp2", "bcp3", "pooloff2")
+METHODS = ("pooloff", "selftrain", "meanteacher", "meanteacher2", "cosup", "cosupmt", "cosupmt2", "cosupgate", "bcp",
+           "bcpfp", "bcp2", "bcp3", "pooloff2")
 # a later round starts from this arm's student
 PREVIOUS_ROUND = {"bcp2": "bcp", "bcp3": "bcp2", "pooloff2": "bcp", "meanteacher2": "meanteacher"}

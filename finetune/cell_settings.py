@@ -33,6 +33,8 @@ ARM_KEYS = {
     "cosup": ("steps.finetune", "steps.distill", "warm_start", "kd_args", "groups", "steps.experts"),
     "cosupmt": ("steps.finetune", "steps.distill", "warm_start", "kd_args", "groups", "steps.experts",
                 "meanteacher_args", "blend_args"),
+    "cosupmt2": ("steps.finetune", "steps.distill", "warm_start", "meanteacher_args", "kd_args", "groups",
+                 "steps.experts", "blend_args"),
     "cosupgate": ("steps.finetune", "steps.distill", "warm_start", "kd_args", "groups", "steps.experts", "gate_folds"),
     **{m: ("steps.finetune", "steps.distill", "bcp_args") for m in ("bcp", "bcp2", "bcp3", "pooloff2")},
     "bcpfp": ("steps.finetune", "steps.distill", "bcp_args", "fp_args"),

@@ -67,11 +67,11 @@ class StudyConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(resolution=128))
     student: ModelConfig = field(default_factory=ModelConfig)
     groups: str = "regions"  # bone groups of the co-supervising specialists: regions | rays
-    kd_args: list[str] = field(default_factory=list)  # extra kd.* keys for selftrain and cosup students
+    kd_args: list[str] = field(default_factory=list)  # extra kd.* keys for selftrain and the cosup students
     meanteacher_args: list[str] = field(default_factory=lambda: ["kd.ema=0.99", "kd.strong=true", "kd.rampup=0.3"])
     bcp_args: list[str] = field(default_factory=lambda: ["kd.ema=0.99", "kd.bcp=true"])
     fp_args: list[str] = field(default_factory=lambda: ["kd.fp=0.5"])  # bcpfp: bcp_args plus these
-    blend_args: list[str] = field(default_factory=lambda: ["kd.expert_blend=0.5"])  # cosupmt: with meanteacher_args
+    blend_args: list[str] = field(default_factory=lambda: ["kd.expert_blend=0.5"])  # cosupmt(2): with meanteacher_args
     gate_folds: int = 5  # cosupgate: folds of the per-bone CV gate over the labelled images (at most one per image)
     warm_start: bool = False  # distilled students start from the cell's labelled-only student (bcp always does)
     steps: Steps = field(default_factory=Steps)
@@ -103,8 +103,6 @@ def dotlist(prefix: str, node) -> list[str]:
         else:
             out.append(f"{key}={v}")
     return out
-
-
 
 
 class Study:
@@ -230,6 +228,13 @@ class Study:
             extra = {"pooloff2": ["kd.weight_kd=0"], "meanteacher2": list(c.meanteacher_args)}.get(method,
                                                                                                list(c.bcp_args))
             return self.distilled(cell, frac, init, seed, None, extra, ceiling, prev)
+        if method == "cosupmt2":  # round 0: the mean teacher; its student is generalist, denoiser and init
+            r0_cell = self.out / init / "meanteacher" / f"f{frac:g}" / f"s{seed}"
+            self.claim(r0_cell, "meanteacher", init)
+            r0 = self.method("meanteacher", r0_cell, frac, init, seed, ceiling)
+            ex = self.experts(cell / "experts", frac, init, seed, c.groups, str(r0), c.steps.experts)
+            extra = [*c.kd_args, *c.meanteacher_args, *c.blend_args, f"kd_student={r0}"]
+            return self.distilled(cell, frac, init, seed, ex, extra, ceiling, r0)
         if method == "selftrain":
             ex = self.experts(cell / "experts", frac, init, seed, "single", str(generalist), 0)
             return self.distilled(cell, frac, init, seed, ex, list(c.kd_args), ceiling, warm)

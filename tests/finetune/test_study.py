@@ -279,7 +279,8 @@ def test_jobs_chains_cover_the_grid_once():
 def test_second_round_starts_from_the_first_rounds_student(tmp_path):
     """Round N starts from round N-1's student (bcp3 <- bcp2 <- bcp); the control pooloff2 from the bcp student with
     no loss on the pool; meanteacher2 from the meanteacher student, as a mean teacher again; cosupmt from the
-    selftrain round's student (its denoiser) and cosup's specialists."""
+    selftrain round's student (its denoiser) and cosup's specialists; cosupmt2's specialists, denoiser, student and
+    EMA teacher from the meanteacher student."""
     import yaml
 
     cache = tmp_path / "cache"
@@ -287,7 +288,7 @@ def test_second_round_starts_from_the_first_rounds_student(tmp_path):
     out = tmp_path / "rounds"
     launch("finetune/study.py", [f"study={ROOT / 'configs' / 'lowlabel.yaml'}", f"out_dir={out}", "grid.fractions=[0.5]",
                                  "grid.seeds=[0]", "grid.ceiling=false", "grid.finetune_fractions=[]",
-                                 "grid.methods=[bcp3,pooloff2,cosupmt,meanteacher2]", "browser_check=false"]
+                                 "grid.methods=[bcp3,pooloff2,cosupmt,meanteacher2,cosupmt2]", "browser_check=false"]
            + TINY_STUDY + ["stage_args=[loop.workers=0,eval_resolution=64]"], cache)
     def student(m):
         return out / "scratch" / m / "f0.5" / "s0" / "student"
@@ -309,8 +310,17 @@ def test_second_round_starts_from_the_first_rounds_student(tmp_path):
     assert (student("cosup").parent / "experts" / "experts.json").is_file()
     assert not (student("cosupmt").parent / "experts").exists()
     assert cfg["kd_student"] == str(student("selftrain") / "round0" / "last.safetensors")
-    assert [r["method"] for r in csv.DictReader(open(out / "results.csv"))] == ["bcp3", "pooloff2", "cosupmt",
-                                                                                   "meanteacher2"]
+    # cosupmt2: round 0 is the mean teacher, whose student starts the specialists, denoises and inits the student
+    r0 = str(student("meanteacher") / "round0" / "last.safetensors")
+    cfg = yaml.safe_load((student("cosupmt2") / "config.yaml").read_text())
+    assert cfg["student_init"] == r0 and cfg["kd_student"] == r0 and cfg["kd"]["expert_blend"] == 0.5
+    assert {k: v for k, v in cfg["kd"].items() if k != "expert_blend"} == {
+        k: v for k, v in mt["kd"].items() if k != "expert_blend"}  # the mean teacher's recipe otherwise
+    assert cfg["experts"] == str(student("cosupmt2").parent / "experts")
+    ex = yaml.safe_load((student("cosupmt2").parent / "experts" / "config.yaml").read_text())
+    assert ex["partition"]["generalist"] == r0 and ex["partition"]["groups"] == "regions"
+    with open(out / "results.csv") as f:
+        assert [r["method"] for r in csv.DictReader(f)] == ["bcp3", "pooloff2", "cosupmt", "meanteacher2", "cosupmt2"]
     # the docs' tables and rounds figure are made from these cells
     import subprocess
     import sys
