@@ -198,7 +198,7 @@ class Study:
                 args.append(f"experts={experts}")
             if warm is not None:
                 args.append(f"student_init={warm}")
-            base = self.out / init / "finetune" / f"f{fraction:g}" / f"s{seed}" / "last.safetensors"
+            base = self.cell_dir(init, "finetune", fraction, seed) / "last.safetensors"
             if base.is_file():
                 args.append(f"report.baseline={base}")
             if ceiling:
@@ -209,7 +209,7 @@ class Study:
     def method(self, method: str, cell: Path, frac: float, init: str, seed: int, ceiling: str) -> Path:
         """One semi-supervised arm (see the module doc); its generalist is the ``finetune`` cell's student."""
         c = self.cfg
-        base = self.out / init / "finetune" / f"f{frac:g}" / f"s{seed}"
+        base = self.cell_dir(init, "finetune", frac, seed)
         self.claim(base, "finetune", init)
         generalist = self.finetune(base, frac, init, seed)
         warm = generalist if c.warm_start else None
@@ -221,17 +221,12 @@ class Study:
             extra = [*c.bcp_args, *(c.fp_args if method == "bcpfp" else ())]
             return self.distilled(cell, frac, init, seed, None, extra, ceiling, generalist)
         if method in PREVIOUS_ROUND:
-            before = PREVIOUS_ROUND[method]
-            prev_cell = self.out / init / before / f"f{frac:g}" / f"s{seed}"
-            self.claim(prev_cell, before, init)
-            prev = self.method(before, prev_cell, frac, init, seed, ceiling)
+            prev = self.earlier(PREVIOUS_ROUND[method], frac, init, seed, ceiling)
             extra = {"pooloff2": ["kd.weight_kd=0"], "meanteacher2": list(c.meanteacher_args)}.get(method,
                                                                                                list(c.bcp_args))
             return self.distilled(cell, frac, init, seed, None, extra, ceiling, prev)
         if method == "cosupmt2":  # round 0: the mean teacher; its student is generalist, denoiser and init
-            r0_cell = self.out / init / "meanteacher" / f"f{frac:g}" / f"s{seed}"
-            self.claim(r0_cell, "meanteacher", init)
-            r0 = self.method("meanteacher", r0_cell, frac, init, seed, ceiling)
+            r0 = self.earlier("meanteacher", frac, init, seed, ceiling)
             ex = self.experts(cell / "experts", frac, init, seed, c.groups, str(r0), c.steps.experts)
             extra = [*c.kd_args, *c.meanteacher_args, *c.blend_args, f"kd_student={r0}"]
             return self.distilled(cell, frac, init, seed, ex, extra, ceiling, r0)
@@ -240,17 +235,21 @@ class Study:
             return self.distilled(cell, frac, init, seed, ex, list(c.kd_args), ceiling, warm)
         # cosup: round 0 is the self-trained student; round 1's specialists start from the generalist and are
         # routed and denoised by that student.
-        round0_cell = self.out / init / "selftrain" / f"f{frac:g}" / f"s{seed}"
-        self.claim(round0_cell, "selftrain", init)
-        round0 = self.method("selftrain", round0_cell, frac, init, seed, ceiling)
+        round0 = self.earlier("selftrain", frac, init, seed, ceiling)
         gate = (f"gate.folds={c.gate_folds}", f"gate.generalist_steps={c.steps.finetune}") if method == "cosupgate" else ()
         ex_cell = cell
         if method == "cosupmt":  # cosup's specialists (same generalist, groups, steps): trained once for both arms
-            ex_cell = self.out / init / "cosup" / f"f{frac:g}" / f"s{seed}"
+            ex_cell = self.cell_dir(init, "cosup", frac, seed)
             self.claim(ex_cell, "cosup", init)
         ex = self.experts(ex_cell / "experts", frac, init, seed, c.groups, str(generalist), c.steps.experts, gate)
         mt = [*c.meanteacher_args, *c.blend_args] if method == "cosupmt" else []  # the experts under a mean teacher
         return self.distilled(cell, frac, init, seed, ex, [*c.kd_args, *mt, f"kd_student={round0}"], ceiling, warm)
+
+    def earlier(self, arm: str, frac: float, init: str, seed: int, ceiling: str) -> Path:
+        """The student of ``arm``'s cell (an earlier round a cell builds on), claimed and run if not done yet."""
+        cell = self.cell_dir(init, arm, frac, seed)
+        self.claim(cell, arm, init)
+        return self.method(arm, cell, frac, init, seed, ceiling)
 
     def evaluate(self, checkpoint: Path, out: Path) -> dict:
         from finetune.evaluate import main as evaluate
