@@ -31,10 +31,13 @@ labelled images as ``finetune``'s plus as many pool images):
   the init of the student and its EMA teacher, which learn as ``cosupmt`` does (``blend_args``). About
   ``meanteacher2``'s compute (plus the specialists' ``steps.experts`` each): its compute-matched control;
 - ``pooloff2``: ``bcp2``'s control: the same second round from the ``bcp`` student with no loss on pool images, so
-  ``bcp2 - pooloff2`` is what the pool adds in round two, not the extra steps.
+  ``bcp2 - pooloff2`` is what the pool adds in round two, not the extra steps;
+- ``pooloff2mt``: ``meanteacher2``'s control, the same way: the second round from the ``meanteacher`` student with no
+  loss on pool images (``meanteacher2 - pooloff2mt``: what the pool adds in the second mean-teacher round).
 """
 
 METHODS = ("pooloff", "selftrain", "meanteacher", "meanteacher2", "cosup", "cosupmt", "cosupmt2", "cosupgate", "bcp",
-           "bcpfp", "bcp2", "bcp3", "pooloff2")
+           "bcpfp", "bcp2", "bcp3", "pooloff2", "pooloff2mt")
 # a later round starts from this arm's student
-PREVIOUS_ROUND = {"bcp2": "bcp", "bcp3": "bcp2", "pooloff2": "bcp", "meanteacher2": "meanteacher"}
+PREVIOUS_ROUND = {"bcp2": "bcp", "bcp3": "bcp2", "pooloff2": "bcp", "meanteacher2": "meanteacher",
+                  "pooloff2mt": "meanteacher"}

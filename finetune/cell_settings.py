@@ -28,7 +28,7 @@ ARM_KEYS = {
     "ceiling": ("steps.ceiling", "steps.finetune"),  # steps.ceiling=0 means steps.finetune
     "pooloff": ("steps.finetune", "steps.distill", "warm_start"),
     **{m: ("steps.finetune", "steps.distill", "warm_start", "meanteacher_args")
-       for m in ("meanteacher", "meanteacher2")},
+       for m in ("meanteacher", "meanteacher2", "pooloff2mt")},
     "selftrain": ("steps.finetune", "steps.distill", "warm_start", "kd_args"),
     "cosup": ("steps.finetune", "steps.distill", "warm_start", "kd_args", "groups", "steps.experts"),
     **{m: ("steps.finetune", "steps.distill", "warm_start", "kd_args", "groups", "steps.experts",

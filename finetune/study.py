@@ -220,10 +220,10 @@ class Study:
         if method in ("bcp", "bcpfp"):
             extra = [*c.bcp_args, *(c.fp_args if method == "bcpfp" else ())]
             return self.distilled(cell, frac, init, seed, None, extra, ceiling, generalist)
-        if method in PREVIOUS_ROUND:
+        if method in PREVIOUS_ROUND:  # a later round, or its control with no loss on the pool (pooloff2*)
             prev = self.earlier(PREVIOUS_ROUND[method], frac, init, seed, ceiling)
-            extra = {"pooloff2": ["kd.weight_kd=0"], "meanteacher2": list(c.meanteacher_args)}.get(method,
-                                                                                               list(c.bcp_args))
+            extra = (["kd.weight_kd=0"] if method.startswith("pooloff") else
+                     list(c.meanteacher_args) if method == "meanteacher2" else list(c.bcp_args))
             return self.distilled(cell, frac, init, seed, None, extra, ceiling, prev)
         if method == "cosupmt2":  # round 0: the mean teacher; its student is generalist, denoiser and init
             r0 = self.earlier("meanteacher", frac, init, seed, ceiling)

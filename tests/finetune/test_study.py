@@ -278,9 +278,9 @@ def test_jobs_chains_cover_the_grid_once():
 
 def test_second_round_starts_from_the_first_rounds_student(tmp_path):
     """Round N starts from round N-1's student (bcp3 <- bcp2 <- bcp); the control pooloff2 from the bcp student with
-    no loss on the pool; meanteacher2 from the meanteacher student, as a mean teacher again; cosupmt from the
-    selftrain round's student (its denoiser) and cosup's specialists; cosupmt2's specialists, denoiser, student and
-    EMA teacher from the meanteacher student."""
+    no loss on the pool; meanteacher2 from the meanteacher student, as a mean teacher again, and its control
+    pooloff2mt from it with no loss on the pool; cosupmt from the selftrain round's student (its denoiser) and
+    cosup's specialists; cosupmt2's specialists, denoiser, student and EMA teacher from the meanteacher student."""
     import yaml
 
     cache = tmp_path / "cache"
@@ -288,18 +288,21 @@ def test_second_round_starts_from_the_first_rounds_student(tmp_path):
     out = tmp_path / "rounds"
     launch("finetune/study.py", [f"study={ROOT / 'configs' / 'lowlabel.yaml'}", f"out_dir={out}", "grid.fractions=[0.5]",
                                  "grid.seeds=[0]", "grid.ceiling=false", "grid.finetune_fractions=[]",
-                                 "grid.methods=[bcp3,pooloff2,cosupmt,meanteacher2,cosupmt2]", "browser_check=false"]
+                                 "grid.methods=[bcp3,pooloff2,cosupmt,meanteacher2,cosupmt2,pooloff2mt]",
+                                 "browser_check=false"]
            + TINY_STUDY + ["stage_args=[loop.workers=0,eval_resolution=64]"], cache)
     def student(m):
         return out / "scratch" / m / "f0.5" / "s0" / "student"
 
     kd = {}
-    for m, before in (("bcp2", "bcp"), ("bcp3", "bcp2"), ("pooloff2", "bcp"), ("meanteacher2", "meanteacher")):
+    for m, before in (("bcp2", "bcp"), ("bcp3", "bcp2"), ("pooloff2", "bcp"), ("meanteacher2", "meanteacher"),
+                      ("pooloff2mt", "meanteacher")):
         cfg = yaml.safe_load((student(m) / "config.yaml").read_text())
         assert cfg["student_init"] == str(student(before) / "round0" / "last.safetensors"), m
         kd[m] = cfg["kd"]
     assert kd["bcp3"]["bcp"] and kd["bcp3"]["ema"] > 0 and kd["bcp3"]["weight_kd"] > 0 and kd["bcp2"] == kd["bcp3"]
     assert not kd["pooloff2"]["bcp"] and kd["pooloff2"]["weight_kd"] == 0
+    assert kd["pooloff2mt"]["weight_kd"] == 0 and kd["pooloff2mt"]["ema"] == 0 and not kd["pooloff2mt"]["strong"]
     mt = yaml.safe_load((student("meanteacher") / "config.yaml").read_text())
     assert kd["meanteacher2"] == mt["kd"] and mt["kd"]["ema"] > 0 and mt["kd"]["strong"] and not mt["kd"]["bcp"]
     assert mt["student_init"] == str(out / "scratch" / "finetune" / "f0.5" / "s0" / "last.safetensors")
@@ -320,7 +323,8 @@ def test_second_round_starts_from_the_first_rounds_student(tmp_path):
     ex = yaml.safe_load((student("cosupmt2").parent / "experts" / "config.yaml").read_text())
     assert ex["partition"]["generalist"] == r0 and ex["partition"]["groups"] == "regions"
     with open(out / "results.csv") as f:
-        assert [r["method"] for r in csv.DictReader(f)] == ["bcp3", "pooloff2", "cosupmt", "meanteacher2", "cosupmt2"]
+        assert [r["method"] for r in csv.DictReader(f)] == ["bcp3", "pooloff2", "cosupmt", "meanteacher2", "cosupmt2",
+                                                              "pooloff2mt"]
     # the docs' tables and rounds figure are made from these cells
     import subprocess
     import sys
