@@ -57,6 +57,8 @@ def main() -> None:
         raise SystemExit(f"{a.outs}: no finished {a.family}-round cell at fraction {a.fraction}")
     inits = list(where)
     seeds = sorted({k[3] for init, c in where.items() for k in round_cells(c, init)})
+    if a.ceiling_dice and len(a.ceiling_dice) <= max(seeds):
+        raise SystemExit(f"--ceiling-dice gives {len(a.ceiling_dice)} values; seeds 0..{max(seeds)} need one each")
     fig, axes = plt.subplots(1, len(inits), figsize=(5.2 * len(inits), 4), sharey=True, squeeze=False)
     for ax, init in zip(axes[0], inits):
         c = where[init]
