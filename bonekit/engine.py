@@ -39,6 +39,8 @@ class EngineConfig:
     workers: int = -1  # data-loader processes (-1: 0 on a CPU, where they would take cores from the model; 4 on a GPU)
     seed: int = 0  # weights, data order and augmentation
     stop_at_step: int = 0  # stop after this step (split a run; resume=auto continues it)
+    # Below 1 a pretrained encoder moves slower than the random decoder learning to read it (docs/results.md).
+    encoder_lr_scale: float = 1.0  # learning rate of the model's encoder relative to the rest (0 freezes it)
 
 
 def check_config(cfg: EngineConfig, prefix: str) -> None:
@@ -53,13 +55,28 @@ def check_config(cfg: EngineConfig, prefix: str) -> None:
             raise ConfigError(f"{prefix}.{key}={getattr(cfg, key)}: must be >= 0")
     if cfg.lr <= 0:
         raise ConfigError(f"{prefix}.lr={cfg.lr}: must be > 0")
+    if cfg.encoder_lr_scale < 0:
+        raise ConfigError(f"{prefix}.encoder_lr_scale={cfg.encoder_lr_scale}: must be >= 0 (0 freezes the encoder)")
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weights with 2+ dimensions; none on biases and normalisation parameters."""
+def param_groups(model: torch.nn.Module, weight_decay: float, encoder_lr_scale: float = 1.0) -> list[dict]:
+    """Weight decay on weights with 2+ dimensions; none on biases and normalisation parameters. With
+    ``encoder_lr_scale != 1`` the parameters of ``model.encoder`` form groups of their own whose ``lr_scale``
+    multiplies the scheduled learning rate (:func:`optimizer_step`); empty groups are left out."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    encoder_ids: set[int] = set()
+    if encoder_lr_scale != 1.0:
+        encoder = getattr(model, "encoder", None)
+        if not isinstance(encoder, torch.nn.Module):
+            raise ValueError(f"encoder_lr_scale={encoder_lr_scale}: {type(model).__name__} has no `encoder` to scale")
+        encoder_ids = {id(p) for p in encoder.parameters()}
+    groups = []
+    for scale, part in ((1.0, [p for p in params if id(p) not in encoder_ids]),
+                        (encoder_lr_scale, [p for p in params if id(p) in encoder_ids])):
+        for decay, chosen in ((weight_decay, [p for p in part if p.ndim > 1]), (0.0, [p for p in part if p.ndim <= 1])):
+            if chosen:
+                groups.append({"params": chosen, "weight_decay": decay, "lr_scale": scale})
+    return groups
 
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -164,7 +181,7 @@ def optimizer_step(accelerator, model, opt, loader: EpochLoader, cfg: EngineConf
     naming the step, then step and clear the optimizer."""
     lr = warmup_cosine(step, total or cfg.steps, cfg.lr, cfg.warmup)
     for g in opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
     total_loss = torch.zeros((), device=accelerator.device)
     n_img = 0
     for j in range(cfg.accumulate):
@@ -193,7 +210,7 @@ def prepare_training(accelerator, model: torch.nn.Module, cfg: EngineConfig, cha
     ``accelerator.prepare`` -> (model, optimizer)."""
     if accelerator.device.type == "cuda" and channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = make_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay), cfg.lr)
+    opt = make_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay, cfg.encoder_lr_scale), cfg.lr)
     if compile:
         model = torch.compile(model)
     return accelerator.prepare(model, opt)

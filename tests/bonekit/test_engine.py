@@ -76,3 +76,48 @@ def test_opening_a_loader_leaves_the_global_random_stream_alone():
     before = torch.get_rng_state()
     stream(engine.EpochLoader(Accelerator(cpu=True), Items(7), 2, seed=1, workers=0, start=5), 3)
     assert torch.equal(torch.get_rng_state(), before)
+
+
+class EncoderDecoder(torch.nn.Module):
+    """The shape of a segmenter for the optimizer: an ``encoder`` and the rest."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+        self.head = torch.nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.1])
+def test_encoder_lr_scale_slows_the_encoder_only(scale):
+    """``encoder_lr_scale`` multiplies the scheduled rate of the encoder's parameters, weight decay split kept; at
+    0 the encoder does not move while the head does."""
+    torch.manual_seed(0)
+    model = EncoderDecoder()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = engine.EngineConfig(steps=5, batch_size=5, lr=0.1, warmup=0, encoder_lr_scale=scale)
+    acc = Accelerator(cpu=True)
+    model, opt = engine.prepare_training(acc, model, cfg)
+    scales = sorted((g["lr_scale"], g["weight_decay"], len(g["params"])) for g in opt.param_groups)
+    assert scales == sorted([(scale, cfg.weight_decay, 1), (scale, 0.0, 3), (1.0, cfg.weight_decay, 1), (1.0, 0.0, 1)])
+    loader = engine.EpochLoader(acc, Items(5), 5, seed=0, workers=0)
+    x = torch.randn(5, 4)
+    res = engine.optimizer_step(acc, model, opt, loader, cfg, 1, lambda b, e: model(x[b["index"]]).pow(2).mean())
+    for g in opt.param_groups:
+        assert g["lr"] == pytest.approx(res.lr * g["lr_scale"])
+    moved = {k: not torch.equal(before[k], v) for k, v in model.state_dict().items()}
+    assert moved["head.weight"] and moved["head.bias"]
+    assert all(moved[k] for k in moved if k.startswith("encoder.")) == (scale > 0)
+    assert not any(moved[k] for k in moved if k.startswith("encoder.")) == (scale == 0)
+
+
+def test_encoder_lr_scale_needs_an_encoder_and_a_sane_value():
+    with pytest.raises(ValueError, match="no `encoder`"):
+        engine.param_groups(torch.nn.Linear(2, 2), 1e-4, encoder_lr_scale=0.5)
+    from bonekit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="loop.encoder_lr_scale=-1"):
+        engine.check_config(engine.EngineConfig(encoder_lr_scale=-1.0), "loop")
+    assert len(engine.param_groups(EncoderDecoder(), 1e-4)) == 2  # the default: the two groups as before
