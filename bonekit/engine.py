@@ -40,7 +40,7 @@ class EngineConfig:
     seed: int = 0  # weights, data order and augmentation
     stop_at_step: int = 0  # stop after this step (split a run; resume=auto continues it)
     # Below 1 a pretrained encoder moves slower than the random decoder learning to read it (docs/results.md).
-    encoder_lr_scale: float = 1.0  # learning rate of the model's encoder relative to the rest (0 freezes it)
+    encoder_lr_scale: float = 1.0  # the encoder's learning rate relative to the rest (0: weights held, BN stats adapt)
 
 
 def check_config(cfg: EngineConfig, prefix: str) -> None:
@@ -56,7 +56,7 @@ def check_config(cfg: EngineConfig, prefix: str) -> None:
     if cfg.lr <= 0:
         raise ConfigError(f"{prefix}.lr={cfg.lr}: must be > 0")
     if cfg.encoder_lr_scale < 0:
-        raise ConfigError(f"{prefix}.encoder_lr_scale={cfg.encoder_lr_scale}: must be >= 0 (0 freezes the encoder)")
+        raise ConfigError(f"{prefix}.encoder_lr_scale={cfg.encoder_lr_scale}: must be >= 0")
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, encoder_lr_scale: float = 1.0) -> list[dict]:
